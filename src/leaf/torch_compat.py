@@ -45,7 +45,5 @@ def ensure_torchvision_importable() -> None:
     if not _has_op("nms"):
         _LIBRARY.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     if not _has_op("qnms"):
-        _LIBRARY.define(
-            "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"
-        )
+        _LIBRARY.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     import torchvision  # noqa: F401,F811

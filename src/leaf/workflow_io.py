@@ -25,7 +25,9 @@ def step_kwargs(smk: Any, fn: Callable) -> dict[str, Any]:
     for section in ("input", "output", "params"):
         for name, value in getattr(smk, section).items():
             if name in kwargs:
-                raise ValueError(f"rule {smk.rule}: the name {name!r} is used twice in its {section}")
+                raise ValueError(
+                    f"rule {smk.rule}: the name {name!r} is used twice in its {section}"
+                )
             kwargs[name] = value
     if "threads" in inspect.signature(fn).parameters:
         kwargs["threads"] = smk.threads

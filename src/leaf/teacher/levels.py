@@ -9,6 +9,7 @@ the confidence is omega = 1 - H(p_A)/log 2, which is 0 at p_A = 0.5 and tends to
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit
 
 
 def level_probabilities(logliks: np.ndarray) -> np.ndarray:
@@ -26,8 +27,8 @@ def expected_score(probs: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def pair_probability(logprob_a: np.ndarray, logprob_b: np.ndarray) -> np.ndarray:
     """p_A = exp(l_A) / (exp(l_A) + exp(l_B)), i.e. the two-way softmax, computed stably."""
-    diff = np.asarray(logprob_b, dtype=np.float64) - np.asarray(logprob_a, dtype=np.float64)
-    return 1.0 / (1.0 + np.exp(diff))
+    diff = np.asarray(logprob_a, dtype=np.float64) - np.asarray(logprob_b, dtype=np.float64)
+    return expit(diff)
 
 
 def binary_entropy(p: np.ndarray) -> np.ndarray:
@@ -40,8 +41,8 @@ def binary_entropy(p: np.ndarray) -> np.ndarray:
 
 
 def pair_confidence(p_a: np.ndarray) -> np.ndarray:
-    """omega = 1 - H(p_A) / log 2, in [0, 1]."""
-    return 1.0 - binary_entropy(p_a) / np.log(2.0)
+    """omega = 1 - H(p_A) / log 2, clipped to [0, 1] (rounding gives -2e-16 next to p = 0.5)."""
+    return np.clip(1.0 - binary_entropy(p_a) / np.log(2.0), 0.0, 1.0)
 
 
 def pair_target(p_a: np.ndarray) -> np.ndarray:

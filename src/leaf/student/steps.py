@@ -1,0 +1,234 @@
+"""Step functions of the student rules (features, distill, calibrate, evaluate).
+
+Each takes the rule's named input/output/params as keyword arguments (see
+:mod:`leaf.workflow_io`) and writes its outputs atomically. Checkpoints are plain dicts of
+tensors, numbers, strings and lists, readable with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from leaf.metrics import plcc, plcc_logistic, srcc
+from leaf.parquet_io import write_parquet_atomic
+from leaf.student import json_write_atomic, torch_save_atomic
+from leaf.student.features import features_step, load_features
+from leaf.student.heads import head_checkpoint, head_from_checkpoint
+from leaf.student.train import calibrate_head, distill_head, predict
+
+__all__ = ["features_step", "distill_step", "calibrate_step", "predict_step"]
+
+log = logging.getLogger(__name__)
+
+DISTILL_FLAGS = ("use_point", "use_pair", "use_omega")
+
+
+def _history_records(history: pd.DataFrame) -> dict[str, list]:
+    """A training history as plain Python lists (safe for ``weights_only`` loading)."""
+    return history.to_dict(orient="list")
+
+
+def _split_ids(split: str, name: str) -> list[str]:
+    """Image ids of split ``name`` ("train"/"test") in ``split.parquet``."""
+    table = pd.read_parquet(split, columns=["image_id", "split"])
+    return table.loc[table["split"] == name, "image_id"].astype(str).tolist()
+
+
+def _mos_of(manifest: str, image_ids: list[str]) -> np.ndarray:
+    """MOS of ``image_ids`` (in that order) from the manifest; NaN where unknown."""
+    table = pd.read_parquet(manifest, columns=["image_id", "mos"])
+    mos = table.assign(image_id=table["image_id"].astype(str)).set_index("image_id")["mos"]
+    missing = [image_id for image_id in image_ids if image_id not in mos.index]
+    if missing:
+        raise KeyError(f"{len(missing)} images are not in the manifest (e.g. {missing[:3]})")
+    return mos.loc[image_ids].to_numpy(dtype=np.float64)
+
+
+def load_checkpoint(path: str) -> dict[str, Any]:
+    """Read a student checkpoint written by :func:`distill_step` or :func:`calibrate_step`."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def distill_step(
+    features: str,
+    split: str,
+    teacher_points: str,
+    teacher_pairs: str,
+    model: str,
+    seed: int,
+    head: dict,
+    distill: dict,
+    threads: int,
+) -> None:
+    """Rule ``distill``: stage 1 on the train split, from the teacher's scores and kept pairs.
+
+    Train images without a finite teacher score are left out (logged). Pairs touching an image
+    that is left out are dropped; an empty pair table (a point-only teacher) turns the pair term
+    off. ``distill`` holds lambda_dis, epochs, lr, weight_decay, batch_size and optionally the
+    ablation flags use_point/use_pair/use_omega.
+    """
+    torch.set_num_threads(threads)
+    table = load_features(features)
+    train_ids = _split_ids(split, "train")
+    points = pd.read_parquet(teacher_points, columns=["image_id", "score"])
+    points = points.assign(image_id=points["image_id"].astype(str)).dropna(subset=["score"])
+    scores = points.set_index("image_id")["score"]
+    scored = [image_id for image_id in train_ids if image_id in scores.index]
+    if len(scored) < len(train_ids):
+        log.warning("%d train images have no teacher score: left out", len(train_ids) - len(scored))
+    if not scored:
+        raise ValueError("no train image has a teacher score")
+    row_of = {image_id: row for row, image_id in enumerate(scored)}
+
+    pairs = pd.read_parquet(teacher_pairs, columns=["image_a", "image_b", "t_ab", "omega"])
+    pairs = pairs.astype({"image_a": str, "image_b": str})
+    usable = pairs["image_a"].isin(row_of) & pairs["image_b"].isin(row_of)
+    if not usable.all():
+        log.warning(
+            "%d teacher pairs touch images outside the scored train set: dropped",
+            int((~usable).sum()),
+        )
+    pairs = pairs[usable]
+    log.info("distilling from %d teacher scores and %d pairs", len(scored), len(pairs))
+
+    flags = {flag: bool(distill.get(flag, True)) for flag in DISTILL_FLAGS}
+    quality_head, history = distill_head(
+        table.rows(scored),
+        scores.loc[scored].to_numpy(dtype=np.float32),
+        pairs["image_a"].map(row_of).to_numpy(dtype=np.int64),
+        pairs["image_b"].map(row_of).to_numpy(dtype=np.int64),
+        pairs["t_ab"].to_numpy(dtype=np.float32),
+        pairs["omega"].to_numpy(dtype=np.float32),
+        hidden=int(head["hidden"]),
+        dropout=float(head["dropout"]),
+        lambda_dis=float(distill["lambda_dis"]),
+        epochs=int(distill["epochs"]),
+        lr=float(distill["lr"]),
+        weight_decay=float(distill["weight_decay"]),
+        batch_size=int(distill["batch_size"]),
+        seed=int(seed),
+        **flags,
+    )
+    torch_save_atomic(
+        {
+            "stage": "distill",
+            "head": head_checkpoint(quality_head),
+            "history": _history_records(history),
+            "seed": int(seed),
+            "backbone": table.backbone,
+            "n_images": len(scored),
+            "n_pairs": len(pairs),
+            "chosen_epoch": int(distill["epochs"]),
+            **flags,
+        },
+        model,
+    )
+
+
+def calibrate_step(
+    features: str,
+    manifest: str,
+    subsets: str,
+    model: str,
+    ratio: float,
+    seed: int,
+    calibration: dict,
+    threads: int,
+    distilled: str | None = None,
+    head: dict | None = None,
+) -> None:
+    """Rule ``calibrate``: stage 2 on the MOS subset of ``ratio`` (its fit/select roles).
+
+    ``distilled`` is the stage-1 checkpoint to start from; without it a fresh head is built
+    from ``head`` ({hidden, dropout}; the "CFT-only" baseline). ``calibration`` holds lambda_cal,
+    epochs, lr, weight_decay and batch_size (other keys are ignored).
+    """
+    torch.set_num_threads(threads)
+    table = load_features(features)
+    roles = pd.read_parquet(subsets, columns=["image_id", "ratio", "role"])
+    roles = roles[np.isclose(roles["ratio"].to_numpy(dtype=float), float(ratio))]
+    fit_ids = roles.loc[roles["role"] == "fit", "image_id"].astype(str).tolist()
+    select_ids = roles.loc[roles["role"] == "select", "image_id"].astype(str).tolist()
+    if not fit_ids:
+        raise ValueError(f"{subsets} has no 'fit' images for ratio {ratio}")
+    fit_mos, select_mos = _mos_of(manifest, fit_ids), _mos_of(manifest, select_ids)
+    if not (np.isfinite(fit_mos).all() and np.isfinite(select_mos).all()):
+        raise ValueError(f"the MOS subset of ratio {ratio} has images without MOS")
+
+    if distilled is not None:
+        head_init = head_from_checkpoint(load_checkpoint(distilled)["head"])
+        shape: dict = {}
+    elif head is not None:
+        head_init, shape = None, {"hidden": int(head["hidden"]), "dropout": float(head["dropout"])}
+    else:
+        raise ValueError("calibrate_step needs a distilled checkpoint or a head config")
+    calibrated, chosen_epoch, history = calibrate_head(
+        head_init,
+        table.rows(fit_ids),
+        fit_mos,
+        table.rows(select_ids),
+        select_mos,
+        lambda_cal=float(calibration["lambda_cal"]),
+        epochs=int(calibration["epochs"]),
+        lr=float(calibration["lr"]),
+        weight_decay=float(calibration["weight_decay"]),
+        batch_size=int(calibration["batch_size"]),
+        seed=int(seed),
+        **shape,
+    )
+    torch_save_atomic(
+        {
+            "stage": "calibrate",
+            "head": head_checkpoint(calibrated),
+            "history": _history_records(history),
+            "seed": int(seed),
+            "ratio": float(ratio),
+            "backbone": table.backbone,
+            "distilled": distilled is not None,
+            "n_fit": len(fit_ids),
+            "n_select": len(select_ids),
+            "chosen_epoch": int(chosen_epoch),
+        },
+        model,
+    )
+
+
+def _json_number(value: float) -> float | None:
+    """``value`` for strict JSON: NaN becomes None."""
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def predict_step(
+    features: str, split: str, manifest: str, model: str, predictions: str, metrics: str
+) -> None:
+    """Rule ``evaluate``: predictions of a student checkpoint (distilled or calibrated) on the
+    test split, as Parquet (image_id, pred, mos), and JSON metrics: srcc, plcc (raw Pearson),
+    plcc_logistic (after the VQEG 4-parameter logistic fit), n (test images with a MOS),
+    chosen_epoch and stage. A distilled head predicts on the teacher's scale, so only SRCC and
+    the logistic PLCC are scale-free for it."""
+    table = load_features(features)
+    test_ids = _split_ids(split, "test")
+    checkpoint = load_checkpoint(model)
+    predicted = predict(head_from_checkpoint(checkpoint["head"]), table.rows(test_ids))
+    mos = _mos_of(manifest, test_ids)
+    write_parquet_atomic(
+        pd.DataFrame({"image_id": test_ids, "pred": predicted.astype(np.float64), "mos": mos}),
+        predictions,
+    )
+    known = np.isfinite(mos)
+    json_write_atomic(
+        {
+            "srcc": _json_number(srcc(predicted[known], mos[known])),
+            "plcc": _json_number(plcc(predicted[known], mos[known])),
+            "plcc_logistic": _json_number(plcc_logistic(predicted[known], mos[known])),
+            "n": int(known.sum()),
+            "chosen_epoch": checkpoint.get("chosen_epoch"),
+            "stage": checkpoint.get("stage"),
+        },
+        metrics,
+    )

@@ -1,0 +1,209 @@
+"""Import existing per-image teacher judgments (e.g. published MLLM logits) as a point-only teacher.
+
+Two input formats:
+
+- ``qbench``: the Q-Bench output JSON, objects written back to back (``{...}{...}``, optionally
+  separated by whitespace), each with ``img_path`` and ``logit_<word>`` fields;
+- ``table``: a CSV or Parquet file with an image column and ``logit_<word>`` columns.
+
+Only the image field and the ``logit_*`` fields are ever kept: every other field is dropped while
+decoding. In particular the Q-Bench ``gt_score`` field is the human MOS, a label; keeping it would
+leak test labels into label-free training.
+
+The logit of each configured level word is used as its log-likelihood: the softmax over the
+level words is the same whether one starts from logits or log-probabilities. Words are matched
+case-insensitively; a configured word missing from the file is an error, a word in the file but
+not configured is ignored (with a warning). Images are matched by file name: a record's image
+key (e.g. ``AttnGAN_normal_000.jpg`` or ``sub/x.png``) matches a path that ends with it, the
+longest matching key winning.
+
+Imports have no pair judgments: :meth:`ImportedTeacher.pair_logprobs` raises
+:class:`PointOnlyTeacherError` and the backend sets ``point_only = True``, which the pipeline
+records as ``point_only: true`` in the cache metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path, PurePath
+
+import numpy as np
+import pandas as pd
+
+from leaf.teacher.backend import Levels, TeacherOutputError
+
+log = logging.getLogger(__name__)
+
+LOGIT_PREFIX = "logit_"
+QBENCH_IMAGE_FIELD = "img_path"
+FORMATS = ("qbench", "table")
+
+
+class PointOnlyTeacherError(NotImplementedError):
+    """The teacher has point-wise judgments only; it cannot answer pairwise questions."""
+
+
+def _is_kept_field(name: str, image_field: str) -> bool:
+    return name == image_field or name.startswith(LOGIT_PREFIX)
+
+
+def read_qbench_json(path: str | Path, image_field: str = QBENCH_IMAGE_FIELD) -> pd.DataFrame:
+    """Decode back-to-back JSON objects, keeping only ``image_field`` and ``logit_*`` fields.
+
+    Other fields (``gt_score``, ...) are dropped inside the decoder and never reach the caller.
+    """
+    text = Path(path).read_text()
+    decoder = json.JSONDecoder(
+        object_pairs_hook=lambda pairs: {k: v for k, v in pairs if _is_kept_field(k, image_field)}
+    )
+    whitespace = re.compile(r"\s*")
+    records: list[dict] = []
+    position = whitespace.match(text, 0).end()
+    while position < len(text):
+        try:
+            record, position = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: cannot decode record {len(records) + 1}: {error}") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}: record {len(records) + 1} is not a JSON object")
+        records.append(record)
+        position = whitespace.match(text, position).end()
+    return pd.DataFrame.from_records(records)
+
+
+def read_table(path: str | Path, image_field: str) -> pd.DataFrame:
+    """Read only ``image_field`` and ``logit_*`` columns of a CSV or Parquet file."""
+    path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        names = pq.read_schema(path).names
+        return pd.read_parquet(path, columns=[n for n in names if _is_kept_field(n, image_field)])
+    if path.suffix.lower() == ".csv":
+        return pd.read_csv(path, usecols=lambda name: _is_kept_field(name, image_field))
+    raise ValueError(f"{path}: a table import must be .csv or .parquet")
+
+
+def _guess_format(path: Path) -> str:
+    return "table" if path.suffix.lower() in (".csv", ".parquet") else "qbench"
+
+
+def _image_key_lookup(keys: Sequence[str], paths: Sequence[str]) -> list[str | None]:
+    """For each path, the longest key that is a trailing part of it (None if there is none)."""
+    known = set(keys)
+    matches: list[str | None] = []
+    for path in paths:
+        parts = PurePath(path).parts
+        suffixes = (PurePath(*parts[start:]).as_posix() for start in range(len(parts)))
+        matches.append(next((s for s in suffixes if s in known), None))
+    return matches
+
+
+class ImportedTeacher:
+    """A point-only TeacherBackend reading judgments from a file (see the module docstring).
+
+    Args:
+        levels: the configured level words (matched case-insensitively to ``logit_<word>``).
+        path: the file to import.
+        format: ``qbench`` or ``table``; guessed from the extension when omitted.
+        image_column: the field naming the image (default ``img_path`` for qbench,
+            ``image_id`` for tables).
+    """
+
+    name = "import"
+    point_only = True
+
+    def __init__(
+        self,
+        levels: Levels,
+        path: str,
+        format: str | None = None,
+        image_column: str | None = None,
+    ) -> None:
+        self.levels = levels
+        self.path = Path(path)
+        self.format = format or _guess_format(self.path)
+        if self.format not in FORMATS:
+            raise ValueError(f"unknown import format {self.format!r}; use one of {FORMATS}")
+        default_column = QBENCH_IMAGE_FIELD if self.format == "qbench" else "image_id"
+        self.image_column = image_column or default_column
+        frame = (
+            read_qbench_json(self.path, self.image_column)
+            if self.format == "qbench"
+            else read_table(self.path, self.image_column)
+        )
+        self.logits, self.ignored_words = self._select_levels(frame)
+
+    def _select_levels(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+        """Index by image, keep one column per configured word in level order."""
+        if self.image_column not in frame.columns:
+            raise ValueError(f"{self.path}: no image field {self.image_column!r}")
+        by_word = {
+            c[len(LOGIT_PREFIX) :].lower(): c for c in frame.columns if c.startswith(LOGIT_PREFIX)
+        }
+        for word in self.levels.words:
+            if word.lower() not in by_word:
+                raise ValueError(
+                    f"{self.path}: level word {word!r} has no 'logit_{word.lower()}' field "
+                    f"(the file has words {sorted(by_word)})"
+                )
+        configured = {w.lower() for w in self.levels.words}
+        ignored = sorted(set(by_word) - configured)
+        if ignored:
+            log.warning("%s: ignoring level words %s (not configured)", self.path, ignored)
+        images = frame[self.image_column].astype(str)
+        duplicated = images[images.duplicated()]
+        if len(duplicated):
+            raise ValueError(f"{self.path}: images judged twice: {list(duplicated[:5])}")
+        columns = [by_word[w.lower()] for w in self.levels.words]
+        logits = frame[columns].apply(pd.to_numeric, errors="coerce").astype(np.float64)
+        logits.columns = list(self.levels.words)
+        logits.index = pd.Index(images, name="image")
+        return logits, ignored
+
+    def point_logliks(self, paths: Sequence[str]) -> np.ndarray:
+        """(n, K) imported logits for the images at ``paths``; errors name missing images."""
+        keys = _image_key_lookup(list(self.logits.index), [str(p) for p in paths])
+        missing = [str(p) for p, key in zip(paths, keys, strict=True) if key is None]
+        if missing:
+            raise ValueError(
+                f"{self.path}: {len(missing)} images have no judgment in the file, e.g. "
+                f"{missing[:5]}"
+            )
+        values = self.logits.loc[keys].to_numpy()
+        bad_rows, bad_cols = np.nonzero(~np.isfinite(values))
+        if len(bad_rows):
+            row, col = bad_rows[0], bad_cols[0]
+            raise TeacherOutputError(
+                f"{self.path}: missing or non-finite logit for image {keys[row]!r}, level word "
+                f"{self.levels.words[col]!r} ({len(bad_rows)} such values)"
+            )
+        return values
+
+    def pair_logprobs(self, paths_a: Sequence[str], paths_b: Sequence[str]) -> np.ndarray:
+        raise PointOnlyTeacherError(
+            f"the imported teacher {self.path} has point-wise judgments only; no pairwise "
+            "answers can be produced (the pipeline runs point-only)"
+        )
+
+    def content_sha256(self) -> str:
+        """sha256 of the judgments actually used (image keys + logits of the configured words)."""
+        payload = self.logits.to_csv(float_format="%.17g").encode()
+        return hashlib.sha256(payload).hexdigest()
+
+    def provenance(self) -> dict:
+        return {
+            "backend": self.name,
+            "point_only": True,
+            "source_path": str(self.path),
+            "source_format": self.format,
+            "source_content_sha256": self.content_sha256(),
+            "image_column": self.image_column,
+            "logprob_mode": "imported logits of the level words (softmax over level words)",
+            "ignored_words": self.ignored_words,
+            "n_records": len(self.logits),
+        }

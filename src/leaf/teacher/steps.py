@@ -1,0 +1,152 @@
+"""Snakemake step functions of the teacher stages.
+
+Rules ``teacher_point``/``teacher_pair`` judge one shard each (a contiguous block of the
+manifest's images or of the pairs) and write a shard cache; ``merge_points``/``merge_pairs``
+concatenate the shards. Every function takes the rule's named input/output/params as keyword
+arguments (see :mod:`leaf.workflow_io`); the cache schema is in docs/cache_schema.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from leaf.teacher.backend import Levels, TeacherBackend
+from leaf.teacher.cache import (
+    PAIRS_KIND,
+    POINTS_KIND,
+    levels_metadata,
+    merge_caches,
+    write_pairs_cache,
+    write_points_cache,
+)
+from leaf.teacher.factory import make_backend, teacher_hash, teacher_identity
+
+log = logging.getLogger(__name__)
+
+HASH_CHUNK = 1 << 20
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_point_only(backend: TeacherBackend) -> bool:
+    """Whether the backend has point-wise judgments only (e.g. an import)."""
+    return bool(getattr(backend, "point_only", False))
+
+
+def shard_rows(frame: pd.DataFrame, shard: int, n_shards: int) -> pd.DataFrame:
+    """The ``shard``-th of ``n_shards`` contiguous, near-equal blocks of rows."""
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard must lie in [0, {n_shards}), got {shard}")
+    bounds = np.linspace(0, len(frame), n_shards + 1).round().astype(int)
+    return frame.iloc[bounds[shard] : bounds[shard + 1]]
+
+
+def _provenance(
+    backend: TeacherBackend, teacher: dict, manifest: str, shard: int, n_shards: int
+) -> dict:
+    """Backend provenance (call it after judging) plus config identity, hashes, shard."""
+    return {
+        **backend.provenance(),
+        "point_only": is_point_only(backend),
+        "teacher_hash": teacher_hash(teacher),
+        "teacher_config": teacher_identity(teacher),
+        "manifest_sha256": file_sha256(manifest),
+        "shard": shard,
+        "n_shards": n_shards,
+    }
+
+
+def teacher_points_step(
+    manifest: str, points: str, teacher: dict, shard: int = 0, n_shards: int = 1
+) -> None:
+    """Judge the shard's manifest images and write a points cache."""
+    images = shard_rows(pd.read_parquet(manifest, columns=["image_id", "path"]), shard, n_shards)
+    backend = make_backend(teacher)
+    log.info("%s: judging %d images (shard %d of %d)", backend.name, len(images), shard, n_shards)
+    logliks = backend.point_logliks(images["path"].tolist())
+    levels = Levels.from_config(teacher["levels"])
+    provenance = _provenance(backend, teacher, manifest, shard, n_shards)
+    write_points_cache(points, images["image_id"].tolist(), logliks, levels, provenance)
+    log.info("wrote %s", points)
+
+
+def teacher_pairs_step(
+    manifest: str,
+    pairs: str,
+    teacher_pairs: str,
+    teacher: dict,
+    shard: int = 0,
+    n_shards: int = 1,
+) -> None:
+    """Ask the teacher about the shard's pairs and write a pairs cache.
+
+    A point-only backend writes an empty cache whose metadata says ``point_only: true``.
+    """
+    all_pairs = pd.read_parquet(pairs, columns=["pair_id", "image_a", "image_b"])
+    pair_table = shard_rows(all_pairs, shard, n_shards)
+    images = pd.read_parquet(manifest, columns=["image_id", "path"])
+    backend = make_backend(teacher)
+
+    def provenance() -> dict:
+        return {
+            **_provenance(backend, teacher, manifest, shard, n_shards),
+            "pairs_sha256": file_sha256(pairs),
+            "levels": levels_metadata(Levels.from_config(teacher["levels"])),
+        }
+
+    if is_point_only(backend):
+        log.warning(
+            "teacher %s is point-only: writing an empty pairs cache (%d pairs requested); the "
+            "student will be trained point-only",
+            backend.name,
+            len(pair_table),
+        )
+        empty: list[str] = []
+        write_pairs_cache(teacher_pairs, empty, empty, empty, np.empty((0, 2)), provenance())
+        return
+    path_of = images.set_index("image_id")["path"]
+    unknown = sorted(set(pair_table["image_a"]).union(pair_table["image_b"]) - set(path_of.index))
+    if unknown:
+        raise ValueError(
+            f"{pairs}: {len(unknown)} pair images are not in {manifest}, e.g. {unknown[:5]}"
+        )
+    log.info(
+        "%s: judging %d pairs (shard %d of %d)", backend.name, len(pair_table), shard, n_shards
+    )
+    logprobs = backend.pair_logprobs(
+        path_of.loc[pair_table["image_a"]].tolist(), path_of.loc[pair_table["image_b"]].tolist()
+    )
+    write_pairs_cache(
+        teacher_pairs,
+        pair_table["pair_id"].tolist(),
+        pair_table["image_a"].tolist(),
+        pair_table["image_b"].tolist(),
+        logprobs,
+        provenance(),
+    )
+    log.info("wrote %s", teacher_pairs)
+
+
+def merge_points_step(shards: Sequence[str], merged: str) -> None:
+    """Concatenate the points shard caches (see :func:`leaf.teacher.cache.merge_caches`)."""
+    frame = merge_caches(list(shards), merged, POINTS_KIND)
+    log.info("merged %d point shards, %d images, into %s", len(shards), len(frame), merged)
+
+
+def merge_pairs_step(shards: Sequence[str], merged: str) -> None:
+    """Concatenate the pairs shard caches (see :func:`leaf.teacher.cache.merge_caches`)."""
+    frame = merge_caches(list(shards), merged, PAIRS_KIND)
+    log.info("merged %d pair shards, %d pairs, into %s", len(shards), len(frame), merged)

@@ -1,0 +1,36 @@
+"""Static checks: ruff, snakefmt and `snakemake --lint` stay clean."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PYTHON_PATHS = ["src", "tests", "bench", "workflow/scripts"]
+
+
+def _run(*cmd):
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        [str(BIN / "ruff"), "check", *PYTHON_PATHS],
+        [str(BIN / "ruff"), "format", "--check", *PYTHON_PATHS],
+        [str(BIN / "snakefmt"), "--check", "Snakefile", "workflow/rules"],
+    ],
+    ids=["ruff-check", "ruff-format", "snakefmt"],
+)
+def test_code_is_clean(cmd):
+    result = _run(*cmd)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_snakemake_lint_is_clean():
+    result = _run(str(BIN / "snakemake"), "--lint", "--cores", "1")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Lints for" not in output, output

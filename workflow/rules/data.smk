@@ -1,0 +1,96 @@
+# Data stages: the embedded demo dataset, the manifest, the train/test split, the nested MOS
+# subsets and the random pairs.
+
+
+rule demo_dataset:
+    output:
+        labels="resources/demo/labels.csv",
+        images=directory("resources/demo/images"),
+    log:
+        "resources/demo/demo_dataset.log",
+    benchmark:
+        "resources/demo/demo_dataset.benchmark.tsv"
+    conda:
+        "../envs/student.yaml"
+    params:
+        size=config["demo"]["size"],
+        levels=config["demo"]["levels"],
+        seed=config["demo"]["seed"],
+    script:
+        "../scripts/demo_dataset.py"
+
+
+rule prepare:
+    input:
+        unpack(prepare_inputs),
+    output:
+        manifest=f"{RESULTS}/{{dataset}}/manifest.parquet",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/prepare.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/prepare.tsv"
+    conda:
+        "../envs/student.yaml"
+    params:
+        adapter=lambda wc: dataset_config(wc)["adapter"],
+        root=lambda wc: dataset_config(wc)["root"],
+        options=lambda wc: dataset_config(wc).get("options", {}),
+    script:
+        "../scripts/prepare.py"
+
+
+rule split:
+    input:
+        manifest=rules.prepare.output.manifest,
+    output:
+        split=f"{RESULTS}/{{dataset}}/split.parquet",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/split.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/split.tsv"
+    conda:
+        "../envs/student.yaml"
+    params:
+        test_fraction=config["split"]["test_fraction"],
+        seed=config["split"]["seed"],
+        group_by=config["split"].get("group_by"),
+        official_column=config["split"].get("official_column"),
+    script:
+        "../scripts/split.py"
+
+
+rule subsets:
+    input:
+        split=rules.split.output.split,
+    output:
+        subsets=f"{RESULTS}/{{dataset}}/subsets/seed{{seed}}.parquet",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/subsets_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/subsets_seed{{seed}}.tsv"
+    conda:
+        "../envs/student.yaml"
+    params:
+        ratios=config["calibration"]["ratios"],
+        seed=lambda wc: int(wc.seed),
+        holdout_fraction=config["calibration"]["holdout_fraction"],
+    script:
+        "../scripts/subsets.py"
+
+
+rule pairs:
+    input:
+        split=rules.split.output.split,
+    output:
+        pairs=f"{RESULTS}/{{dataset}}/pairs.parquet",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/pairs.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/pairs.tsv"
+    conda:
+        "../envs/student.yaml"
+    params:
+        per_image=config["pairs"]["per_image"],
+        seed=config["pairs"]["seed"],
+    script:
+        "../scripts/pairs.py"

@@ -1,0 +1,107 @@
+# Teacher stages: point-wise and pair-wise judgments in shards (one job each, e.g. one GPU job
+# per shard on a cluster), merged into the Parquet caches; confidence filtering; the teacher's
+# own zero-shot result. The cache folder is keyed by TEACHER_HASH (teacher config minus tau and
+# shards), so only a change of the judging configuration recomputes it.
+
+
+rule teacher_point:
+    input:
+        manifest=rules.prepare.output.manifest,
+    output:
+        points=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/shards/points_{{shard}}-of-{N_SHARDS}.parquet",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/teacher_{{teacher_hash}}/point_{{shard}}-of-{N_SHARDS}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/teacher_{{teacher_hash}}/point_{{shard}}-of-{N_SHARDS}.tsv"
+    conda:
+        "../envs/teacher.yaml"
+    params:
+        teacher=TEACHER_JUDGMENT,
+        shard=lambda wc: int(wc.shard),
+        n_shards=N_SHARDS,
+    script:
+        "../scripts/teacher_point.py"
+
+
+rule teacher_pair:
+    input:
+        manifest=rules.prepare.output.manifest,
+        pairs=rules.pairs.output.pairs,
+    output:
+        teacher_pairs=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/shards/pairs_{{shard}}-of-{N_SHARDS}.parquet",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/teacher_{{teacher_hash}}/pair_{{shard}}-of-{N_SHARDS}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/teacher_{{teacher_hash}}/pair_{{shard}}-of-{N_SHARDS}.tsv"
+    conda:
+        "../envs/teacher.yaml"
+    params:
+        teacher=TEACHER_JUDGMENT,
+        shard=lambda wc: int(wc.shard),
+        n_shards=N_SHARDS,
+    script:
+        "../scripts/teacher_pair.py"
+
+
+rule merge_points:
+    input:
+        shards=point_shards,
+    output:
+        merged=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/points.parquet",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/teacher_{{teacher_hash}}/merge_points.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/teacher_{{teacher_hash}}/merge_points.tsv"
+    conda:
+        "../envs/student.yaml"
+    script:
+        "../scripts/merge_points.py"
+
+
+rule merge_pairs:
+    input:
+        shards=pair_shards,
+    output:
+        merged=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/pairs.parquet",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/teacher_{{teacher_hash}}/merge_pairs.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/teacher_{{teacher_hash}}/merge_pairs.tsv"
+    conda:
+        "../envs/student.yaml"
+    script:
+        "../scripts/merge_pairs.py"
+
+
+rule filter_pairs:
+    input:
+        pairs=rules.merge_pairs.output.merged,
+    output:
+        kept=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/pairs_kept.parquet",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/teacher_{{teacher_hash}}/filter_pairs.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/teacher_{{teacher_hash}}/filter_pairs.tsv"
+    conda:
+        "../envs/student.yaml"
+    params:
+        tau=config["teacher"]["tau"],
+    script:
+        "../scripts/filter_pairs.py"
+
+
+rule teacher_zero_shot:
+    input:
+        points=rules.merge_points.output.merged,
+        split=rules.split.output.split,
+        manifest=rules.prepare.output.manifest,
+    output:
+        metrics=f"{RESULTS}/{{dataset}}/eval/teacher_{{teacher_hash}}.json",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/teacher_{{teacher_hash}}/zero_shot.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/teacher_{{teacher_hash}}/zero_shot.tsv"
+    conda:
+        "../envs/student.yaml"
+    script:
+        "../scripts/teacher_zero_shot.py"
