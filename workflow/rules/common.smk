@@ -40,6 +40,13 @@ def prepare_inputs(wildcards):
     return {}
 
 
+def teacher_source(wildcards):
+    """The imported judgments file, so that a change of its content reruns the teacher."""
+    if config["teacher"]["backend"] == "import":
+        return {"source": config["teacher"]["import"]["path"]}
+    return {}
+
+
 def teacher_dir(wildcards):
     return f"{RESULTS}/{wildcards.dataset}/teacher/{TEACHER_HASH}"
 

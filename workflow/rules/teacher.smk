@@ -6,6 +6,7 @@
 
 rule teacher_point:
     input:
+        unpack(teacher_source),
         manifest=rules.prepare.output.manifest,
     output:
         points=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/shards/points_{{shard}}-of-{N_SHARDS}.parquet",
@@ -25,6 +26,7 @@ rule teacher_point:
 
 rule teacher_pair:
     input:
+        unpack(teacher_source),
         manifest=rules.prepare.output.manifest,
         pairs=rules.pairs.output.pairs,
     output:

@@ -70,9 +70,18 @@ def _provenance(
 
 
 def teacher_points_step(
-    manifest: str, points: str, teacher: dict, shard: int = 0, n_shards: int = 1
+    manifest: str,
+    points: str,
+    teacher: dict,
+    shard: int = 0,
+    n_shards: int = 1,
+    source: str | None = None,
 ) -> None:
-    """Judge the shard's manifest images and write a points cache."""
+    """Judge the shard's manifest images and write a points cache.
+
+    ``source`` is the imported judgments file (import backend): the rule declares it as an input
+    so that a change of its content reruns the teacher; the backend reads it from ``teacher``.
+    """
     images = shard_rows(pd.read_parquet(manifest, columns=["image_id", "path"]), shard, n_shards)
     backend = make_backend(teacher)
     log.info("%s: judging %d images (shard %d of %d)", backend.name, len(images), shard, n_shards)
@@ -90,8 +99,9 @@ def teacher_pairs_step(
     teacher: dict,
     shard: int = 0,
     n_shards: int = 1,
+    source: str | None = None,
 ) -> None:
-    """Ask the teacher about the shard's pairs and write a pairs cache.
+    """Ask the teacher about the shard's pairs and write a pairs cache (``source``: see above).
 
     A point-only backend writes an empty cache whose metadata says ``point_only: true``.
     """
