@@ -23,9 +23,9 @@ def snakemake(workdir: Path, *args: str, configfiles=(), check=True) -> subproce
         str(workdir),
         "--cores",
         "2",
-        "--configfile",
-        *files,
         *args,
+        "--configfile",  # last: it takes every following word as a file
+        *files,
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)

@@ -1,0 +1,85 @@
+"""Engine options of the vLLM teacher: built-in defaults and named presets for GPU runs.
+
+A preset is a dict usable as the ``teacher.vllm`` config section as is, or by name::
+
+    teacher:
+      backend: vllm
+      vllm: {preset: qwen3_vl_8b, max_num_seqs: 32}   # preset values, then explicit overrides
+
+:func:`engine_options` merges, lowest priority first: :data:`ENGINE_DEFAULTS`, the preset, the
+explicitly given (non-None) options. The presets were written for one 80 GB GPU (bfloat16) and
+have not been run in this repository's CI (no GPU, no model download); see docs/teacher_gpu.md.
+"""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from typing import Any
+
+# Built-in defaults of every VllmTeacher option (None = leave vLLM's / the model's own default).
+ENGINE_DEFAULTS: dict[str, Any] = {
+    "model": None,
+    "revision": None,
+    "dtype": "auto",
+    "tensor_parallel_size": 1,
+    "max_model_len": 8192,
+    "gpu_memory_utilization": 0.9,
+    "max_num_seqs": 64,
+    "kv_cache_memory_bytes": None,
+    "enforce_eager": False,
+    "trust_remote_code": False,
+    "min_pixels": None,  # Qwen-VL family image resize limits (pixels per image)
+    "max_pixels": None,
+    "mm_processor_kwargs": None,  # any other processor option, e.g. InternVL's max_dynamic_patch
+    "image_placeholder": None,  # None: structured chat content; else the model's image string
+    "batch_size": 512,  # prompts per llm.generate call (bounds decoded images held in memory)
+    "seed": 0,
+    "logprob_mode": "auto",  # auto | logprob_token_ids | allowed_token_ids
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's teacher. Remote-code checkpoint: no HF processor, a string-content chat template
+    # and vLLM's "<image>" placeholder (expanded to <img><IMG_CONTEXT>*256 per tile</img>).
+    # Up to 12 tiles + thumbnail of 448 px per image: 2 x 13 x 256 tokens for a pair < 8192.
+    "internvl3_5_8b": {
+        "model": "OpenGVLab/InternVL3_5-8B",
+        "trust_remote_code": True,
+        "dtype": "bfloat16",
+        "max_model_len": 8192,
+        "max_num_seqs": 64,
+        "gpu_memory_utilization": 0.9,
+        "mm_processor_kwargs": {"max_dynamic_patch": 12},
+        "image_placeholder": "<image>",
+    },
+    # Qwen3-VL: 32 x 32 pixels per visual token; 64..1280 tokens per image.
+    "qwen3_vl_8b": {
+        "model": "Qwen/Qwen3-VL-8B-Instruct",
+        "dtype": "bfloat16",
+        "max_model_len": 8192,
+        "max_num_seqs": 64,
+        "gpu_memory_utilization": 0.9,
+        "min_pixels": 64 * 32 * 32,
+        "max_pixels": 1280 * 32 * 32,
+    },
+}
+
+
+def preset(name: str) -> dict[str, Any]:
+    """A copy of the named preset (usable as the ``teacher.vllm`` config section)."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown vLLM preset {name!r}; available: {sorted(PRESETS)}")
+    return deepcopy(PRESETS[name])
+
+
+def engine_options(preset_name: str | None = None, **explicit: Any) -> dict[str, Any]:
+    """Merge defaults < preset < explicit non-None options into one complete option dict.
+
+    Unknown option names are kept (they are passed to ``vllm.LLM`` as extra engine arguments).
+    """
+    options = deepcopy(ENGINE_DEFAULTS)
+    if preset_name is not None:
+        options.update(preset(preset_name))
+    options.update({key: value for key, value in explicit.items() if value is not None})
+    if not options.get("model"):
+        raise ValueError("the vLLM teacher needs a model (set teacher.vllm.model or a preset)")
+    return options
