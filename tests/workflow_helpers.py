@@ -12,10 +12,14 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 TEACHER_RULES = {"teacher_point", "teacher_pair", "merge_points", "merge_pairs"}
 
 
-def snakemake(workdir: Path, *args: str, configfiles=(), check=True) -> subprocess.CompletedProcess:
-    """``snakemake -s <repo>/Snakefile -d <workdir> --configfile config.yaml <extra> ...``."""
+def snakemake_command(workdir: Path, *args: str, configfiles=()) -> list[str]:
+    """``snakemake -s <repo>/Snakefile -d <workdir> --cores 2 <args> --configfile ...``.
+
+    The demo config comes first, then ``configfiles`` (nested keys merge, lists replace).
+    A later ``--cores N`` in ``args`` overrides the default of 2.
+    """
     files = [str(ROOT / "config" / "config.yaml"), *map(str, configfiles)]
-    cmd = [
+    return [
         SNAKEMAKE,
         "-s",
         str(ROOT / "Snakefile"),
@@ -27,6 +31,11 @@ def snakemake(workdir: Path, *args: str, configfiles=(), check=True) -> subproce
         "--configfile",  # last: it takes every following word as a file
         *files,
     ]
+
+
+def snakemake(workdir: Path, *args: str, configfiles=(), check=True) -> subprocess.CompletedProcess:
+    """Run :func:`snakemake_command` to completion; raise with its output if it fails."""
+    cmd = snakemake_command(workdir, *args, configfiles=configfiles)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
     if check and result.returncode != 0:

@@ -151,8 +151,11 @@ def write_pairs_cache(
     image_b: Sequence[str],
     logprobs: np.ndarray,
     provenance: dict,
+    extra_columns: dict[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Validate (n, 2) A/B answer log-probs, derive p_A, t_ab and omega, write the cache.
+
+    ``extra_columns`` are appended as they are (e.g. the two orders of a debiased pair).
 
     ``pair_id`` keeps the caller's type (string or integer; string when empty); images are strings.
 
@@ -191,6 +194,7 @@ def write_pairs_cache(
             "p_A": p_a,
             "t_ab": pair_target(p_a),
             "omega": pair_confidence(p_a),
+            **(extra_columns or {}),
         }
     )
     _write_table(path, frame, _cache_metadata(PAIRS_KIND, provenance))

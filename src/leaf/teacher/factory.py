@@ -31,7 +31,7 @@ from leaf.teacher.backend import Levels, TeacherBackend
 
 HASH_LENGTH = 12
 # Top-level keys that define the judgments (besides the selected backend's own options).
-JUDGMENT_KEYS = ("backend", "levels", "model", "prompts")
+JUDGMENT_KEYS = ("backend", "levels", "model", "prompts", "pairs")
 # Backend options that change speed or logging only, never a judgment.
 NON_JUDGMENT_OPTIONS = frozenset({"workers", "num_workers", "progress", "shards", "tau"})
 # backend name -> (module, class) for the MLLM backends, imported only when selected.

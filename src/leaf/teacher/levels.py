@@ -4,6 +4,15 @@ Point-wise: softmax over the configured level words' log-likelihoods gives p_k, 
 the expectation sum_k v_k p_k (v = 5..1 for Excellent..Bad by default).
 Pair-wise: softmax over (logprob_A, logprob_B) gives p_A; the hard target is t_ab = [p_A >= p_B];
 the confidence is omega = 1 - H(p_A)/log 2, which is 0 at p_A = 0.5 and tends to 1 as p_A -> 0 or 1.
+
+Position-debiased pairs (beyond the paper): the pair is asked in both orders, (a, b) and (b, a).
+With p_fwd = P(first is better | a first) and p_rev = P(first is better | b first), the combined
+preference is the mean of the two estimates that a is better,
+    p_a = (p_fwd + (1 - p_rev)) / 2,
+which cancels any constant preference for a slot (if the model adds delta to the first slot,
+p_fwd = p + delta and 1 - p_rev = p - delta). Its log-probabilities are [log p_a, log(1 - p_a)],
+so t_ab and omega follow from p_a as usual; when the orders disagree, p_a moves towards 0.5 and
+omega falls.
 """
 
 from __future__ import annotations
@@ -48,3 +57,25 @@ def pair_confidence(p_a: np.ndarray) -> np.ndarray:
 def pair_target(p_a: np.ndarray) -> np.ndarray:
     """t_ab = [p_A >= p_B] = [p_A >= 0.5] as 0/1 floats."""
     return (np.asarray(p_a, dtype=np.float64) >= 0.5).astype(np.float64)
+
+
+def debiased_pair_logprobs(
+    forward: np.ndarray, reverse: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Combine (n, 2) A/B log-probs asked as (a, b) and as (b, a) into one preference per pair.
+
+    Returns (logprobs (n, 2) of "a better"/"b better", p_a_forward, p_a_reverse) where the last
+    two are the two orders' estimates of P(a better); they disagree where they fall on different
+    sides of 0.5.
+    """
+    p_forward = pair_probability(forward[:, 0], forward[:, 1])
+    p_reverse = 1.0 - pair_probability(reverse[:, 0], reverse[:, 1])
+    p_a = (p_forward + p_reverse) / 2.0
+    with np.errstate(divide="ignore"):
+        logprobs = np.column_stack([np.log(p_a), np.log1p(-p_a)])
+    return logprobs, p_forward, p_reverse
+
+
+def order_disagreement(p_a_forward: np.ndarray, p_a_reverse: np.ndarray) -> np.ndarray:
+    """Whether the two orders pick different winners (boolean per pair)."""
+    return pair_target(p_a_forward) != pair_target(p_a_reverse)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from leaf.teacher.backend import Levels, TeacherBackend
 from leaf.teacher.cache import (
+    COUNTS_KEY,
     PAIRS_KIND,
     POINTS_KIND,
     levels_metadata,
@@ -26,6 +27,7 @@ from leaf.teacher.cache import (
     write_points_cache,
 )
 from leaf.teacher.factory import make_backend, teacher_hash, teacher_identity
+from leaf.teacher.levels import debiased_pair_logprobs, order_disagreement
 
 log = logging.getLogger(__name__)
 
@@ -136,16 +138,35 @@ def teacher_pairs_step(
     log.info(
         "%s: judging %d pairs (shard %d of %d)", backend.name, len(pair_table), shard, n_shards
     )
-    logprobs = backend.pair_logprobs(
-        path_of.loc[pair_table["image_a"]].tolist(), path_of.loc[pair_table["image_b"]].tolist()
-    )
+    paths_a = path_of.loc[pair_table["image_a"]].tolist()
+    paths_b = path_of.loc[pair_table["image_b"]].tolist()
+    logprobs = backend.pair_logprobs(paths_a, paths_b)
+    metadata = {**provenance(), "debias": False}
+    extra_columns = None
+    if (teacher.get("pairs") or {}).get("debias", False):
+        log.info("debias: asking the %d pairs again in the reverse order", len(pair_table))
+        logprobs, p_forward, p_reverse = debiased_pair_logprobs(
+            logprobs, backend.pair_logprobs(paths_b, paths_a)
+        )
+        disagree = order_disagreement(p_forward, p_reverse)
+        extra_columns = {
+            "p_A_forward": p_forward,
+            "p_A_reverse": p_reverse,
+            "orders_disagree": disagree,
+        }
+        metadata["debias"] = True
+        metadata.setdefault(COUNTS_KEY, {}).update(
+            {"n_pairs": len(disagree), "n_orders_disagree": int(disagree.sum())}
+        )
+        log.info("the two orders disagree on %d of %d pairs", disagree.sum(), len(disagree))
     write_pairs_cache(
         teacher_pairs,
         pair_table["pair_id"].tolist(),
         pair_table["image_a"].tolist(),
         pair_table["image_b"].tolist(),
         logprobs,
-        provenance(),
+        metadata,
+        extra_columns,
     )
     log.info("wrote %s", teacher_pairs)
 

@@ -1,0 +1,120 @@
+"""Kill the real vLLM teacher midway through its shards, then resume: only missing shards rerun.
+
+Runs the workflow with the vllm backend on the tiny offline Qwen2-VL (tests/tiny_vlm.py) and
+three teacher shards, one job at a time. As soon as the first shard's cache exists, the whole
+Snakemake process group is killed with SIGKILL (a node crash). Shard caches are written to a
+temporary name and renamed at the end, so what is left must be complete shards only; the rerun
+must plan exactly the missing shards and leave the finished one untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+import yaml
+from workflow_helpers import ROOT, planned_jobs, snakemake, snakemake_command
+
+from leaf.teacher.cache import read_cache
+
+pytest.importorskip(
+    "vllm", reason="vLLM is not installed (pip install -e '.[vllm]'): resume test skipped"
+)
+pytestmark = pytest.mark.slow
+
+N_SHARDS = 3
+UNTIL = ("--until", "merge_points", "merge_pairs")
+
+
+@pytest.fixture
+def vllm_teacher_config(tmp_path, monkeypatch):
+    from tiny_vlm import build_tiny_qwen2_vl
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    model = build_tiny_qwen2_vl(tmp_path / "tiny_qwen2_vl")
+    override = {
+        "teacher": {
+            "backend": "vllm",
+            "shards": N_SHARDS,
+            "vllm": {
+                "model": model,
+                "dtype": "float32",
+                "enforce_eager": True,
+                "kv_cache_memory_bytes": 64 << 20,
+                "max_model_len": 1024,
+                "max_num_seqs": 8,
+                "distributed_executor_backend": "uni",
+                "batch_size": 16,
+            },
+        }
+    }
+    path = tmp_path / "vllm_teacher.yaml"
+    path.write_text(yaml.safe_dump(override))
+    return [ROOT / "tests" / "data" / "e2e_config.yaml", path]
+
+
+def _finished_shards(workdir):
+    return sorted((workdir / "results" / "demo" / "teacher").glob("*/shards/points_*.parquet"))
+
+
+def _job_logs(workdir):
+    return set((workdir / "results" / "logs").rglob("*.log"))
+
+
+def test_killed_teacher_resumes_missing_shards_only(tmp_path, vllm_teacher_config):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    snakemake(workdir, "--until", "prepare", configfiles=vllm_teacher_config)
+    command = snakemake_command(workdir, "--cores", "1", *UNTIL, configfiles=vllm_teacher_config)
+    job = subprocess.Popen(
+        command,
+        cwd=workdir,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while not _finished_shards(workdir):
+            assert job.poll() is None, "the workflow ended before any shard finished"
+            assert time.monotonic() < deadline, "no teacher shard finished in 10 minutes"
+            time.sleep(0.2)
+        # Snakemake records a job as complete after its process exits; a shard killed before
+        # that is (rightly) rerun. Wait until the next job starts (one job at a time, so the
+        # shard's job is finalised), then kill that next job midway.
+        logs_before = _job_logs(workdir)
+        while _job_logs(workdir) == logs_before:
+            assert job.poll() is None, "the workflow ended before the next job started"
+            assert time.monotonic() < deadline, "no further job started in 10 minutes"
+            time.sleep(0.05)
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+
+    done = _finished_shards(workdir)
+    assert 1 <= len(done) < N_SHARDS, f"kill came too late to test resuming: {done}"
+    shard_dir = done[0].parent
+    visible = [p.name for p in shard_dir.iterdir() if not p.name.startswith(".")]
+    assert sorted(visible) == sorted(p.name for p in shard_dir.glob("*.parquet"))
+    for path in done:
+        frame, metadata = read_cache(path)  # complete, readable caches only
+        assert metadata["backend"] == "vllm" and len(frame) > 0
+    stamps = {path: path.stat().st_mtime_ns for path in done}
+
+    # After a crash, Snakemake's lock is left behind: the user runs --unlock, then reruns.
+    snakemake(workdir, "--unlock", configfiles=vllm_teacher_config)
+    jobs = planned_jobs(workdir, *UNTIL, configfiles=vllm_teacher_config)
+    assert jobs.get("teacher_point") == N_SHARDS - len(done)
+    assert jobs.get("teacher_pair") is not None
+
+    snakemake(workdir, *UNTIL, configfiles=vllm_teacher_config)
+    assert {path: path.stat().st_mtime_ns for path in done} == stamps
+    manifest = pd.read_parquet(workdir / "results" / "demo" / "manifest.parquet")
+    points, metadata = read_cache(shard_dir.parent / "points.parquet")
+    assert sorted(points["image_id"]) == sorted(manifest["image_id"])
+    assert metadata["backend"] == "vllm"
