@@ -2,6 +2,10 @@
 
 - ``leaf inspect <cache.parquet> [--manifest manifest.parquet] [--tau 0.5]``: summarise a teacher
   cache (see :mod:`leaf.inspect_cache`).
+- ``leaf predict --model <artifact.leaf.pt> <folder | paths.csv | glob> -o scores.parquet``: score
+  new images with a deployed student (see :mod:`leaf.predict`).
+- ``leaf export --model <artifact.leaf.pt> --out-dir DIR``: TorchScript and ONNX exports, checked
+  against PyTorch (see :mod:`leaf.export`).
 
 Add a subcommand by writing an ``_add_<name>(subparsers)`` function that registers its parser
 with ``set_defaults(run=<function taking the parsed args, returning an exit code>)``.
@@ -47,11 +51,103 @@ def _add_inspect(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_inspect)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from leaf.predict import run_predict
+
+    return run_predict(
+        args.model,
+        args.source,
+        args.output,
+        batch_size=args.batch_size,
+        bf16=args.bf16,
+        onnx=args.onnx,
+        threads=args.threads,
+        progress=not args.no_progress,
+    )
+
+
+def _add_predict(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="score images with a deployed student artifact (*.leaf.pt)",
+        description="One row per image (path, score on the model's calibrated MOS scale, and the "
+        "model's provenance: dataset, teacher_hash, teacher_backend, ratio, seed, config_hash). "
+        "Images are streamed in batches; unreadable files are skipped, summarised on stderr and "
+        "listed in <output>.errors.csv.",
+    )
+    parser.add_argument("--model", required=True, help="student artifact (*.leaf.pt)")
+    parser.add_argument(
+        "source", help="a folder (searched recursively), a CSV of paths (column 'path') or a glob"
+    )
+    parser.add_argument(
+        "-o", "--output", required=True, help="scores.parquet, or a .csv name for CSV output"
+    )
+    parser.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch")
+    parser.add_argument(
+        "--bf16", action="store_true", help="bf16 autocast on CPU (PyTorch only; faster, ~1e-2)"
+    )
+    parser.add_argument(
+        "--onnx",
+        default=None,
+        metavar="MODEL.onnx",
+        help="run this ONNX export of --model (from `leaf export`) with ONNX Runtime",
+    )
+    parser.add_argument(
+        "--threads", type=_positive_int, default=None, help="CPU threads (default: torch's)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_run_predict)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from leaf.export import run_export
+
+    return run_export(
+        args.model, args.out_dir, images=args.images, tolerance=args.tolerance, threads=args.threads
+    )
+
+
+def _add_export(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a student artifact to TorchScript and ONNX (numerically checked)",
+        description="Writes <name>.torchscript.pt, <name>.onnx and <name>.export.json into "
+        "--out-dir, reloads both exports (ONNX Runtime on CPU) and fails (exit code 2) unless "
+        "they give PyTorch's scores within --tolerance.",
+    )
+    parser.add_argument("--model", required=True, help="student artifact (*.leaf.pt)")
+    parser.add_argument("--out-dir", required=True, help="folder for the exported files")
+    parser.add_argument(
+        "--images",
+        default=None,
+        help="images to check on (folder, CSV or glob; default: synthetic images)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="largest allowed |score difference| (relative above 1)",
+    )
+    parser.add_argument(
+        "--threads", type=_positive_int, default=None, help="CPU threads (default: torch's)"
+    )
+    parser.set_defaults(run=_run_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``leaf`` argument parser with all subcommands."""
     parser = argparse.ArgumentParser(prog="leaf", description="LEAF command-line tools.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_inspect(subparsers)
+    _add_predict(subparsers)
+    _add_export(subparsers)
     return parser
 
 

@@ -1,0 +1,378 @@
+"""Self-contained student artifacts: backbone + head weights, preprocessing, calibration and
+provenance in one ``torch.save`` file (``*.leaf.pt``), loadable without the run's config.
+
+An artifact is a plain dict (tensors, numbers, strings, lists; ``torch.load(...,
+weights_only=True)`` reads it)::
+
+    format: "leaf-student"        version: 1
+    backbone: {name, weights, num_features, state_dict}
+    head: leaf.student.heads.head_checkpoint(...)
+    preprocess: {image_size, resize, interpolation, mean, std, crop, pooling}
+    calibration: {scale: "mos" | "teacher", mos_mean, mos_std}
+    provenance: {dataset, teacher_hash, teacher_backend, ratio, seed, config_hash, config, stage,
+                 chosen_epoch, select_srcc, select_mse, n_fit, n_select, versions, ...}
+
+:func:`load_artifact` rebuilds a :class:`StudentModel`: a module mapping a batch of preprocessed
+images (the output of :meth:`StudentModel.transform`) to one score per image, on the calibrated
+MOS scale (``calibration.scale == "mos"``) or, for a label-free distilled student, on the
+teacher's level-value scale.
+
+Workflow steps: :func:`deploy_step` (rule ``deploy``: one artifact per seed and ratio) and
+:func:`deploy_best_step` (rule ``deploy_best``: the candidate with the best score on the
+held-out *select* part of its MOS subset, never a test score).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import platform
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from leaf.student import torch_save_atomic
+from leaf.student.backbones import _timm, create_backbone, preprocess_config
+from leaf.student.features import (
+    POOLING_MODES,
+    build_native_transform,
+    build_transform,
+    default_resize,
+    mean_max_pool,
+)
+from leaf.student.heads import CalibratedHead, head_from_checkpoint
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_FORMAT = "leaf-student"
+ARTIFACT_VERSION = 1
+
+
+class ArtifactError(ValueError):
+    """A file is not a LEAF student artifact, or its parts do not fit together."""
+
+
+class StudentModel(nn.Module):
+    """Backbone + head: preprocessed images (batch, 3, H, W) -> scores (batch,).
+
+    ``preprocess``, ``calibration`` and ``provenance`` are the artifact's plain-dict sections;
+    :meth:`transform` turns a PIL image into the model's input.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        backbone_name: str,
+        preprocess: dict[str, Any],
+        calibration: dict[str, Any],
+        provenance: dict[str, Any],
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.backbone_name = backbone_name
+        self.preprocess = dict(preprocess)
+        self.calibration = dict(calibration)
+        self.provenance = dict(provenance)
+
+    @property
+    def native(self) -> bool:
+        """True for ``native_meanmax`` pooling (native-size inputs, any H and W)."""
+        return self.preprocess.get("pooling", "center_crop") == "native_meanmax"
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features (batch, d) float32 of preprocessed images (batch, 3, H, W),
+        as in :func:`leaf.student.features.embed_images`."""
+        if self.native:
+            return mean_max_pool(self.backbone.forward_features(images).float())
+        return self.backbone(images).float()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Scores (batch,) float32 of preprocessed images (batch, 3, H, W)."""
+        return self.head(self.features(images))
+
+    def transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        """PIL image -> the model's input tensor (3, image_size, image_size)."""
+        return transform_of(self.preprocess)
+
+    @property
+    def input_size(self) -> tuple[int | str, ...]:
+        """(channels, height, width) of one preprocessed image ("height"/"width" when native)."""
+        if self.native:
+            return (3, "height", "width")
+        size = int(self.preprocess["image_size"])
+        return (3, size, size)
+
+
+def transform_of(preprocess: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
+    """The training-time transform described by an artifact's ``preprocess`` section."""
+    pooling = preprocess.get("pooling", "center_crop")
+    if pooling not in POOLING_MODES:
+        raise ArtifactError(f"pooling {pooling!r} is not supported by this LEAF version")
+    if pooling == "native_meanmax":
+        return build_native_transform(preprocess)
+    return build_transform(preprocess, int(preprocess["image_size"]), int(preprocess["resize"]))
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with tuples turned into lists (JSON- and ``weights_only``-friendly)."""
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    return value
+
+
+def canonical_hash(obj: Any, length: int = 12) -> str:
+    """Short sha256 of the canonical JSON of ``obj``."""
+    text = json.dumps(_plain(obj), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def select_score(checkpoint: dict[str, Any]) -> dict[str, float | None]:
+    """Held-out select-part scores (select_srcc, select_mse) of a calibrate checkpoint at its
+    chosen epoch, read from its training history; None for a distilled checkpoint."""
+    history = checkpoint.get("history") or {}
+    epochs = list(history.get("epoch", []))
+    chosen = checkpoint.get("chosen_epoch")
+    if checkpoint.get("stage") != "calibrate" or chosen not in epochs:
+        return {"select_srcc": None, "select_mse": None}
+    row = epochs.index(chosen)
+
+    def number(name: str) -> float | None:
+        value = history.get(name, [None] * len(epochs))[row]
+        return None if value is None or not math.isfinite(float(value)) else float(value)
+
+    return {"select_srcc": number("select_srcc"), "select_mse": number("select_mse")}
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version(), "torch": str(torch.__version__)}
+    for package in ("leaf-iqa", "timm"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "unknown"
+    return versions
+
+
+def build_artifact(
+    head: dict[str, Any],
+    backbone: str,
+    weights: str | nn.Module,
+    image_size: int = 224,
+    provenance: dict[str, Any] | None = None,
+    resize: int | None = None,
+    pooling: str = "center_crop",
+) -> dict[str, Any]:
+    """A self-contained artifact of ``head`` (a :func:`~leaf.student.heads.head_checkpoint`
+    dict) on top of timm ``backbone``.
+
+    ``weights`` is the backbone's pretrained weights ("package", "timm" or a checkpoint path, see
+    :func:`~leaf.student.backbones.create_backbone`) or an already built backbone module. The
+    preprocessing is the one the features were extracted with (:mod:`leaf.student.features`).
+    """
+    if pooling not in POOLING_MODES:
+        raise ArtifactError(f"pooling {pooling!r} is not supported (supported: {POOLING_MODES})")
+    model = weights if isinstance(weights, nn.Module) else create_backbone(backbone, weights)
+    head_module = head_from_checkpoint(head)
+    num_features = int(model.num_features)
+    width = num_features * (2 if pooling == "native_meanmax" else 1)
+    if head["config"]["in_dim"] != width:
+        raise ArtifactError(
+            f"the head takes {head['config']['in_dim']} features but {backbone} with {pooling} "
+            f"pooling gives {width}"
+        )
+    data_config = preprocess_config(model)
+    if isinstance(head_module, CalibratedHead):
+        calibration = {
+            "scale": "mos",
+            "mos_mean": float(head_module.mos_mean),
+            "mos_std": float(head_module.mos_std),
+        }
+    else:
+        calibration = {"scale": "teacher", "mos_mean": None, "mos_std": None}
+    return {
+        "format": ARTIFACT_FORMAT,
+        "version": ARTIFACT_VERSION,
+        "backbone": {
+            "name": backbone,
+            "weights": weights if isinstance(weights, str) else "module",
+            "num_features": num_features,
+            "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        },
+        "head": head,
+        "preprocess": {
+            "image_size": int(image_size),
+            "resize": int(resize or default_resize(image_size)),
+            "interpolation": str(data_config.get("interpolation", "bicubic")),
+            "mean": [float(v) for v in data_config["mean"]],
+            "std": [float(v) for v in data_config["std"]],
+            "crop": "none" if pooling == "native_meanmax" else "center",
+            "pooling": pooling,
+        },
+        "calibration": calibration,
+        "provenance": {**_plain(provenance or {}), "versions": _versions()},
+    }
+
+
+def read_artifact(path: str | Path) -> dict[str, Any]:
+    """The artifact dict stored at ``path`` (checked for format and version)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"model artifact not found: {path}")
+    try:
+        artifact = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ArtifactError(f"{path} is not a readable LEAF student artifact: {err}") from err
+    if not isinstance(artifact, dict) or artifact.get("format") != ARTIFACT_FORMAT:
+        raise ArtifactError(
+            f"{path} is not a LEAF student artifact (a head checkpoint? build one with the "
+            "workflow's deploy rule or leaf.deploy.build_artifact)"
+        )
+    if artifact.get("version") != ARTIFACT_VERSION:
+        raise ArtifactError(
+            f"{path} has artifact version {artifact.get('version')}; this LEAF reads "
+            f"version {ARTIFACT_VERSION}"
+        )
+    return artifact
+
+
+def model_from_artifact(artifact: dict[str, Any]) -> StudentModel:
+    """Rebuild the :class:`StudentModel` of an artifact dict, in eval mode (no weights are
+    downloaded: the backbone is created empty and filled from the artifact)."""
+    spec = artifact["backbone"]
+    backbone = _timm().create_model(spec["name"], pretrained=False, num_classes=0)
+    backbone.load_state_dict(spec["state_dict"], strict=True)
+    return StudentModel(
+        backbone,
+        head_from_checkpoint(artifact["head"]),
+        spec["name"],
+        artifact["preprocess"],
+        artifact["calibration"],
+        artifact["provenance"],
+    ).eval()
+
+
+def load_artifact(path: str | Path) -> StudentModel:
+    """The :class:`StudentModel` saved at ``path`` by :func:`save_artifact`."""
+    return model_from_artifact(read_artifact(path))
+
+
+def save_artifact(artifact: dict[str, Any], path: str | Path) -> None:
+    """Write ``artifact`` to ``path`` atomically."""
+    torch_save_atomic(artifact, path)
+
+
+def deploy_step(
+    model: str,
+    artifact: str,
+    dataset: str,
+    backbone: str,
+    weights: str,
+    image_size: int,
+    seed: int,
+    ratio: float,
+    teacher_hash: str,
+    teacher_backend: str,
+    run_config: dict[str, Any],
+    pooling: str = "center_crop",
+    threads: int = 1,
+) -> None:
+    """Rule ``deploy``: the artifact of one student checkpoint (calibrated, or distilled for
+    ratio 0) with its provenance. ``run_config`` is the part of the run's config that defines the
+    student (stored, and hashed into ``config_hash`` by :func:`canonical_hash`)."""
+    torch.set_num_threads(threads)
+    checkpoint = torch.load(model, map_location="cpu", weights_only=True)
+    if checkpoint.get("backbone") and checkpoint["backbone"] != backbone:
+        raise ArtifactError(
+            f"{model} was trained on {checkpoint['backbone']} features, not {backbone}"
+        )
+    provenance = {
+        "dataset": dataset,
+        "backbone": backbone,
+        "teacher_hash": teacher_hash,
+        "teacher_backend": teacher_backend,
+        "ratio": float(ratio),
+        "seed": int(seed),
+        "config_hash": canonical_hash(run_config),
+        "config": run_config,
+        "stage": checkpoint.get("stage"),
+        "chosen_epoch": checkpoint.get("chosen_epoch"),
+        **select_score(checkpoint),
+        **{key: checkpoint[key] for key in ("n_fit", "n_select", "n_images") if key in checkpoint},
+        "checkpoint": Path(model).name,
+    }
+    built = build_artifact(
+        checkpoint["head"], backbone, weights, image_size, provenance, pooling=pooling
+    )
+    save_artifact(built, artifact)
+    log.info("wrote %s (%s, %s scale)", artifact, backbone, built["calibration"]["scale"])
+
+
+def _selection_key(provenance: dict[str, Any]) -> tuple[float, float]:
+    """Higher select SRCC first, then lower select MSE (missing values rank last)."""
+    srcc = provenance.get("select_srcc")
+    mse = provenance.get("select_mse")
+    return (
+        -math.inf if srcc is None else float(srcc),
+        -math.inf if mse is None else -float(mse),
+    )
+
+
+def pick_best(candidates: Sequence[dict[str, Any]]) -> int:
+    """Index of the best candidate provenance by held-out select score (SRCC on the select part
+    of its MOS subset, ties to the lower select MSE, then to the earlier candidate). Only
+    calibrated candidates with a select score qualify; test scores are never looked at."""
+    eligible = [
+        index
+        for index, provenance in enumerate(candidates)
+        if provenance.get("stage") == "calibrate"
+        and float(provenance.get("ratio", 0)) > 0
+        and provenance.get("select_srcc") is not None
+    ]
+    if not eligible:
+        raise ArtifactError(
+            "no calibrated candidate (ratio > 0) has a held-out select score to choose by"
+        )
+    return max(eligible, key=lambda index: (_selection_key(candidates[index]), -index))
+
+
+def deploy_best_step(candidates: Sequence[str], artifact: str) -> None:
+    """Rule ``deploy_best``: copy the candidate artifact chosen by :func:`pick_best` to
+    ``artifact``, recording the selection (criterion and every candidate's score)."""
+    artifacts = [read_artifact(path) for path in candidates]
+    provenances = [item["provenance"] for item in artifacts]
+    best = pick_best(provenances)
+    chosen = artifacts[best]
+    chosen["provenance"]["selection"] = {
+        "criterion": "max select_srcc (held-out select part of the MOS subset), then min "
+        "select_mse; test scores are not used",
+        "chosen": Path(candidates[best]).name,
+        "candidates": [
+            {
+                "artifact": Path(path).name,
+                "seed": provenance.get("seed"),
+                "ratio": provenance.get("ratio"),
+                "select_srcc": provenance.get("select_srcc"),
+                "select_mse": provenance.get("select_mse"),
+            }
+            for path, provenance in zip(candidates, provenances, strict=True)
+        ],
+    }
+    save_artifact(chosen, artifact)
+    log.info(
+        "best of %d candidates: %s (select SRCC %.4f)",
+        len(candidates),
+        candidates[best],
+        provenances[best]["select_srcc"],
+    )

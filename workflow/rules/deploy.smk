@@ -1,0 +1,65 @@
+# Deployment: each student as a self-contained artifact (backbone + head weights, preprocessing,
+# MOS calibration, provenance) for `leaf predict` / `leaf export`, and the best calibrated one.
+#
+# Default target of a dataset: results/{dataset}/deploy/best.leaf.pt, the calibrated student
+# (seed, ratio > 0) with the best SRCC on the held-out select part of its MOS subset (the score
+# its calibrate checkpoint kept its epoch by); test scores are never used to choose.
+
+
+rule deploy:
+    input:
+        model=student_model,
+    output:
+        artifact=f"{RESULTS}/{{dataset}}/deploy/{{backbone}}_seed{{seed}}_ratio{{ratio}}.leaf.pt",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/deploy/{{backbone}}_seed{{seed}}_ratio{{ratio}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/deploy/{{backbone}}_seed{{seed}}_ratio{{ratio}}.tsv"
+    conda:
+        "../envs/student.yaml"
+    threads: 1
+    params:
+        dataset=lambda wc: wc.dataset,
+        backbone=lambda wc: wc.backbone,
+        weights=config["student"]["weights"],
+        image_size=config["student"]["image_size"],
+        pooling=config["student"].get("pooling", "center_crop"),
+        seed=lambda wc: int(wc.seed),
+        ratio=lambda wc: float(wc.ratio),
+        teacher_hash=TEACHER_HASH,
+        teacher_backend=config["teacher"]["backend"],
+        # What defines the student (stored, and hashed into config_hash); the artifact records
+        # its own seed and ratio, so `seeds` and calibration.ratios are left out.
+        run_config=lambda wc: {
+            "dataset": {"name": wc.dataset, **dataset_config(wc)},
+            "teacher_hash": TEACHER_HASH,
+            **{
+                name: config[name] for name in ("split", "pairs", "student", "distill")
+            },
+            "calibration": {
+                k: v for k, v in config["calibration"].items() if k != "ratios"
+            },
+        },
+    script:
+        "../scripts/deploy.py"
+
+
+rule deploy_best:
+    input:
+        # Every calibrated run (seed x ratio > 0) of the configured backbone.
+        candidates=lambda wc: [
+            f"{RESULTS}/{wc.dataset}/deploy/{BACKBONE}_seed{seed}_ratio{ratio_label(ratio)}.leaf.pt"
+            for seed in config["seeds"]
+            for ratio in config["calibration"]["ratios"]
+            if float(ratio) > 0
+        ],
+    output:
+        artifact=f"{RESULTS}/{{dataset}}/deploy/best.leaf.pt",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/deploy/best.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/deploy/best.tsv"
+    conda:
+        "../envs/student.yaml"
+    script:
+        "../scripts/deploy_best.py"
