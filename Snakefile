@@ -16,6 +16,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/teacher.smk"
 include: "workflow/rules/student.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/baselines.smk"
 include: "workflow/rules/deploy.smk"
 
 

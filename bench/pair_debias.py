@@ -19,8 +19,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from teacher_throughput import LEVELS, machine_description, make_images
+from teacher_throughput import LEVELS, make_images
 
+from leaf.machine import machine_description
 from leaf.teacher.levels import (
     debiased_pair_logprobs,
     order_disagreement,

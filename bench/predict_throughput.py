@@ -31,8 +31,10 @@ import threading
 import time
 from pathlib import Path
 
+from leaf.machine import machine_description
+
 REPO = Path(__file__).resolve().parents[1]
-IMAGE_DIR = Path("/work/shared/datasets/agiqa3k/images")
+IMAGE_DIR = REPO.parent / "shared" / "datasets" / "agiqa3k" / "images"
 MODES = ("fp32", "bf16", "onnx")
 MODE_NAMES = {
     "fp32": "PyTorch fp32 (eager, channels-last)",
@@ -120,19 +122,6 @@ def child(args: argparse.Namespace) -> None:
             }
         )
     )
-
-
-def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
-    return f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, no GPU"
 
 
 def bench_artifact(path: Path) -> Path:

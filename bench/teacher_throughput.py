@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import numpy as np  # noqa: E402
 
+from leaf.machine import machine_description  # noqa: E402
 from leaf.teacher.backend import Levels  # noqa: E402
 
 LEVELS = Levels(("Excellent", "Good", "Fair", "Poor", "Bad"), (5.0, 4.0, 3.0, 2.0, 1.0))
@@ -59,19 +60,6 @@ def seconds(run: Callable[[list[str]], object], paths: list[str]) -> float:
     start = time.perf_counter()
     run(paths)
     return time.perf_counter() - start
-
-
-def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
-    return f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, no GPU"
 
 
 def run_benchmark(n_images: int, repeats: int, image_size: int) -> dict:

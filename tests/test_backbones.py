@@ -21,15 +21,6 @@ CAT_CLASSES = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
 COFFEE_CLASSES = {967, 968, 504}  # espresso, cup, coffee mug
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: fast on a loaded 2-core machine (OpenMP spin-waits otherwise)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def classifier():
     return create_classifier(LITE0, "package")

@@ -26,14 +26,6 @@ from leaf.predict import predict_images
 from leaf.student.backbones import create_backbone
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """An artifact, its export folder and the export report (one export: it takes seconds)."""

@@ -9,23 +9,16 @@ from skimage import data
 
 from leaf.student.backbones import create_backbone, preprocess_config
 from leaf.student.features import (
+    build_native_transform,
     build_transform,
     default_resize,
     embed_images,
     features_step,
     load_features,
+    mean_max_pool,
 )
 
 LITE0 = "tf_efficientnet_lite0"
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: fast on a loaded 2-core machine, and a fixed thread count."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +72,8 @@ def test_features_step_writes_the_contract(image_paths, tmp_path):
         threads=1,
     )
     saved = torch.load(out, weights_only=True)
-    assert set(saved) == {"image_ids", "features", "backbone", "weights", "image_size"}
+    assert set(saved) == {"image_ids", "features", "backbone", "weights", "image_size", "pooling"}
+    assert saved["pooling"] == "center_crop"
     assert saved["image_ids"] == ids and saved["features"].dtype == torch.float32
     assert saved["features"].shape == (4, 1280) and saved["image_size"] == 64
     table = load_features(out)
@@ -87,3 +81,54 @@ def test_features_step_writes_the_contract(image_paths, tmp_path):
     with pytest.raises(KeyError, match="no cached features"):
         table.rows(["unknown.png"])
     assert not list(out.parent.glob(".*tmp*"))  # no temporary file left behind
+
+
+def test_mean_max_pool_concatenates_channel_means_then_maxima():
+    feature_map = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
+    pooled = mean_max_pool(feature_map)
+    assert pooled.shape == (2, 6)
+    assert torch.equal(pooled[0, :3], torch.tensor([1.5, 5.5, 9.5]))
+    assert torch.equal(pooled[0, 3:], torch.tensor([3.0, 7.0, 11.0]))
+
+
+def test_native_meanmax_pools_the_whole_image_of_any_size(backbone, image_paths, tmp_path):
+    """Mixed sizes in one batch: every row is the image's own native-size mean+max pooling,
+    whose mean half is the model's own (average-pooled) output on the uncropped image."""
+    odd = tmp_path / "odd.png"
+    Image.fromarray(data.coffee()).resize((72, 100)).save(odd)
+    paths = [image_paths[0], str(odd), image_paths[1]]
+    kwargs = {"batch_size": 3, "progress": False, "amp": False}
+    features = embed_images(backbone, paths, pooling="native_meanmax", **kwargs)
+    assert features.shape == (3, 2 * 1280) and features.dtype == np.float32
+    transform = build_native_transform(preprocess_config(backbone))
+    for row, path in enumerate(paths):
+        with Image.open(path) as image:
+            tensor = transform(image.convert("RGB")).unsqueeze(0)
+        assert tensor.shape[-2:] == ((100, 72) if path == str(odd) else (90, 120))
+        with torch.inference_mode():
+            expected = backbone(tensor.contiguous(memory_format=torch.channels_last))[0].numpy()
+        np.testing.assert_allclose(features[row, :1280], expected, rtol=1e-4, atol=1e-4)
+        assert np.all(features[row, 1280:] >= features[row, :1280] - 1e-5)
+    cropped = embed_images(backbone, paths, image_size=64, **kwargs)
+    assert not np.allclose(features[:, :1280], cropped, atol=1e-3)  # not the centre crop
+    with pytest.raises(ValueError, match="unknown pooling"):
+        embed_images(backbone, paths, pooling="native_mean", **kwargs)
+
+
+def test_features_step_records_the_pooling(image_paths, tmp_path):
+    manifest = tmp_path / "manifest.parquet"
+    ids = [f"img{i}.png" for i in range(2)]
+    pd.DataFrame({"image_id": ids, "path": image_paths[:2], "mos": 1.0}).to_parquet(manifest)
+    out = tmp_path / "native.pt"
+    features_step(
+        manifest=str(manifest),
+        features=str(out),
+        backbone=LITE0,
+        weights="package",
+        image_size=64,
+        batch_size=2,
+        threads=1,
+        pooling="native_meanmax",
+    )
+    saved = torch.load(out, weights_only=True)
+    assert saved["pooling"] == "native_meanmax" and saved["features"].shape == (2, 2560)

@@ -69,15 +69,6 @@ def tiny_artifact(
     return path
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: fast on a loaded 2-core machine, and a fixed thread count."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def backbone():
     return create_backbone(LITE0, "package")

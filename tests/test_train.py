@@ -17,15 +17,6 @@ DISTILL = {"lambda_dis": 0.5, "epochs": 15, "lr": 0.01, "weight_decay": 1e-4, "b
 CALIBRATION = {"lambda_cal": 1.0, "epochs": 8, "lr": 0.005, "weight_decay": 1e-4, "batch_size": 8}
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: fast on a loaded 2-core machine, and a fixed thread count."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _world(n=80, pairs=120, seed=0):
     """Features whose true quality is linear; a noisy teacher on a 1..5 scale; MOS 0..100."""
     rng = np.random.default_rng(seed)

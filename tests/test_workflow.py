@@ -13,7 +13,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
 from workflow_helpers import ROOT, TEACHER_RULES, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow

@@ -293,6 +293,11 @@ def deploy_step(
     student (stored, and hashed into ``config_hash`` by :func:`canonical_hash`)."""
     torch.set_num_threads(threads)
     checkpoint = torch.load(model, map_location="cpu", weights_only=True)
+    if checkpoint.get("mode", "head") != "head":
+        raise ArtifactError(
+            f"{model} is a {checkpoint['mode']!r}-mode student (fine-tuned backbone); artifacts "
+            "are built for head-mode students only so far"
+        )
     if checkpoint.get("backbone") and checkpoint["backbone"] != backbone:
         raise ArtifactError(
             f"{model} was trained on {checkpoint['backbone']} features, not {backbone}"

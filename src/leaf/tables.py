@@ -91,8 +91,12 @@ def table1_step(
     table: str,
     runs: list[dict],
     teachers: list[str],
+    setting_prefix: str = "",
 ) -> None:
-    """Rule ``table1``: one row per dataset x setting (teacher zero-shot, label-free, x% MOS)."""
+    """Rule ``table1``: one row per dataset x setting (teacher zero-shot, label-free, x% MOS).
+
+    ``setting_prefix`` is put before the student settings (e.g. "CFT-only " for the baseline
+    table ``table_cft``, which has no teacher rows)."""
     if len(run_metrics) != len(runs) or len(teacher_metrics) != len(teachers):
         raise ValueError("table1: metrics inputs and their run descriptions differ in length")
     records = []
@@ -107,7 +111,7 @@ def table1_step(
             {
                 "dataset": run["dataset"],
                 "ratio": float(run["ratio"]),
-                "setting": setting_name(float(run["ratio"])),
+                "setting": setting_prefix + setting_name(float(run["ratio"])),
                 "srcc": record["srcc"],
                 "plcc": record["plcc"],
             }

@@ -13,6 +13,10 @@ TEACHER_JUDGMENT = judgment_config(config["teacher"])
 TEACHER_HASH = teacher_hash(config["teacher"])
 BACKBONE = config["student"]["backbone"]
 N_SHARDS = config["teacher"].get("shards", 1)
+# Student training mode: "head" (cached features, student.smk's distill/calibrate and
+# evaluate.smk's evaluate) or "full" (end-to-end fine-tuning from the decoded-image cache:
+# image_cache, distill_full, calibrate_full, evaluate_full). Both write the same files.
+STUDENT_MODE = config["student"].get("mode", "head")
 
 
 wildcard_constraints:
@@ -94,3 +98,8 @@ def table1_inputs(wildcards):
             for dataset in config["tables"]["table1"]["datasets"]
         ],
     }
+
+
+def cft_runs():
+    """(dataset, seed, ratio) of every CFT-only run: the table1 runs with a MOS ratio > 0."""
+    return [run for run in table1_runs() if float(run["ratio"]) > 0]

@@ -8,6 +8,7 @@ tensors, numbers, strings and lists, readable with ``torch.load(..., weights_onl
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -54,26 +55,25 @@ def load_checkpoint(path: str) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def distill_step(
-    features: str,
-    split: str,
-    teacher_points: str,
-    teacher_pairs: str,
-    model: str,
-    seed: int,
-    head: dict,
-    distill: dict,
-    threads: int,
-) -> None:
-    """Rule ``distill``: stage 1 on the train split, from the teacher's scores and kept pairs.
+@dataclass(frozen=True)
+class DistillData:
+    """Stage-1 training data: the scored train images and the usable teacher pairs, as row
+    indices into ``image_ids``."""
+
+    image_ids: list[str]
+    scores: np.ndarray
+    index_a: np.ndarray
+    index_b: np.ndarray
+    t_ab: np.ndarray
+    omega: np.ndarray
+
+
+def distill_data(split: str, teacher_points: str, teacher_pairs: str) -> DistillData:
+    """The train images with a finite teacher score and the kept pairs between them.
 
     Train images without a finite teacher score are left out (logged). Pairs touching an image
-    that is left out are dropped; an empty pair table (a point-only teacher) turns the pair term
-    off. ``distill`` holds lambda_dis, epochs, lr, weight_decay, batch_size and optionally the
-    ablation flags use_point/use_pair/use_omega.
+    that is left out are dropped (an empty pair table is a point-only teacher).
     """
-    torch.set_num_threads(threads)
-    table = load_features(features)
     train_ids = _split_ids(split, "train")
     points = pd.read_parquet(teacher_points, columns=["image_id", "score"])
     points = points.assign(image_id=points["image_id"].astype(str)).dropna(subset=["score"])
@@ -95,15 +95,48 @@ def distill_step(
         )
     pairs = pairs[usable]
     log.info("distilling from %d teacher scores and %d pairs", len(scored), len(pairs))
+    return DistillData(
+        image_ids=scored,
+        scores=scores.loc[scored].to_numpy(dtype=np.float32),
+        index_a=pairs["image_a"].map(row_of).to_numpy(dtype=np.int64),
+        index_b=pairs["image_b"].map(row_of).to_numpy(dtype=np.int64),
+        t_ab=pairs["t_ab"].to_numpy(dtype=np.float32),
+        omega=pairs["omega"].to_numpy(dtype=np.float32),
+    )
 
-    flags = {flag: bool(distill.get(flag, True)) for flag in DISTILL_FLAGS}
+
+def distill_flags(distill: dict) -> dict[str, bool]:
+    """The ablation flags use_point/use_pair/use_omega of a ``distill`` config (default on)."""
+    return {flag: bool(distill.get(flag, True)) for flag in DISTILL_FLAGS}
+
+
+def distill_step(
+    features: str,
+    split: str,
+    teacher_points: str,
+    teacher_pairs: str,
+    model: str,
+    seed: int,
+    head: dict,
+    distill: dict,
+    threads: int,
+) -> None:
+    """Rule ``distill``: stage 1 on the train split, from the teacher's scores and kept pairs
+    (see :func:`distill_data`; an empty pair table turns the pair term off). ``distill`` holds
+    lambda_dis, epochs, lr, weight_decay, batch_size and optionally the ablation flags
+    use_point/use_pair/use_omega.
+    """
+    torch.set_num_threads(threads)
+    table = load_features(features)
+    data = distill_data(split, teacher_points, teacher_pairs)
+    flags = distill_flags(distill)
     quality_head, history = distill_head(
-        table.rows(scored),
-        scores.loc[scored].to_numpy(dtype=np.float32),
-        pairs["image_a"].map(row_of).to_numpy(dtype=np.int64),
-        pairs["image_b"].map(row_of).to_numpy(dtype=np.int64),
-        pairs["t_ab"].to_numpy(dtype=np.float32),
-        pairs["omega"].to_numpy(dtype=np.float32),
+        table.rows(data.image_ids),
+        data.scores,
+        data.index_a,
+        data.index_b,
+        data.t_ab,
+        data.omega,
         hidden=int(head["hidden"]),
         dropout=float(head["dropout"]),
         lambda_dis=float(distill["lambda_dis"]),
@@ -121,13 +154,30 @@ def distill_step(
             "history": _history_records(history),
             "seed": int(seed),
             "backbone": table.backbone,
-            "n_images": len(scored),
-            "n_pairs": len(pairs),
+            "n_images": len(data.image_ids),
+            "n_pairs": len(data.index_a),
             "chosen_epoch": int(distill["epochs"]),
             **flags,
         },
         model,
     )
+
+
+def calibration_subset(
+    manifest: str, subsets: str, ratio: float
+) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
+    """(fit ids, fit MOS, select ids, select MOS) of the MOS subset of ``ratio`` (float noise in
+    ``ratio`` is tolerated); raises if it has no fit image or an image without MOS."""
+    roles = pd.read_parquet(subsets, columns=["image_id", "ratio", "role"])
+    roles = roles[np.isclose(roles["ratio"].to_numpy(dtype=float), float(ratio))]
+    fit_ids = roles.loc[roles["role"] == "fit", "image_id"].astype(str).tolist()
+    select_ids = roles.loc[roles["role"] == "select", "image_id"].astype(str).tolist()
+    if not fit_ids:
+        raise ValueError(f"{subsets} has no 'fit' images for ratio {ratio}")
+    fit_mos, select_mos = _mos_of(manifest, fit_ids), _mos_of(manifest, select_ids)
+    if not (np.isfinite(fit_mos).all() and np.isfinite(select_mos).all()):
+        raise ValueError(f"the MOS subset of ratio {ratio} has images without MOS")
+    return fit_ids, fit_mos, select_ids, select_mos
 
 
 def calibrate_step(
@@ -150,15 +200,7 @@ def calibrate_step(
     """
     torch.set_num_threads(threads)
     table = load_features(features)
-    roles = pd.read_parquet(subsets, columns=["image_id", "ratio", "role"])
-    roles = roles[np.isclose(roles["ratio"].to_numpy(dtype=float), float(ratio))]
-    fit_ids = roles.loc[roles["role"] == "fit", "image_id"].astype(str).tolist()
-    select_ids = roles.loc[roles["role"] == "select", "image_id"].astype(str).tolist()
-    if not fit_ids:
-        raise ValueError(f"{subsets} has no 'fit' images for ratio {ratio}")
-    fit_mos, select_mos = _mos_of(manifest, fit_ids), _mos_of(manifest, select_ids)
-    if not (np.isfinite(fit_mos).all() and np.isfinite(select_mos).all()):
-        raise ValueError(f"the MOS subset of ratio {ratio} has images without MOS")
+    fit_ids, fit_mos, select_ids, select_mos = calibration_subset(manifest, subsets, ratio)
 
     if distilled is not None:
         head_init = head_from_checkpoint(load_checkpoint(distilled)["head"])
@@ -207,14 +249,26 @@ def predict_step(
     features: str, split: str, manifest: str, model: str, predictions: str, metrics: str
 ) -> None:
     """Rule ``evaluate``: predictions of a student checkpoint (distilled or calibrated) on the
-    test split, as Parquet (image_id, pred, mos), and JSON metrics: srcc, plcc (raw Pearson),
-    plcc_logistic (after the VQEG 4-parameter logistic fit), n (test images with a MOS),
-    chosen_epoch and stage. A distilled head predicts on the teacher's scale, so only SRCC and
-    the logistic PLCC are scale-free for it."""
+    test split from the cached features, written by :func:`write_evaluation`."""
     table = load_features(features)
     test_ids = _split_ids(split, "test")
     checkpoint = load_checkpoint(model)
     predicted = predict(head_from_checkpoint(checkpoint["head"]), table.rows(test_ids))
+    write_evaluation(test_ids, predicted, manifest, checkpoint, predictions, metrics)
+
+
+def write_evaluation(
+    test_ids: list[str],
+    predicted: np.ndarray,
+    manifest: str,
+    checkpoint: dict[str, Any],
+    predictions: str,
+    metrics: str,
+) -> None:
+    """Test predictions as Parquet (image_id, pred, mos), and JSON metrics: srcc, plcc (raw
+    Pearson), plcc_logistic (after the VQEG 4-parameter logistic fit), n (test images with a
+    MOS), chosen_epoch and stage of ``checkpoint``. A distilled student predicts on the teacher's
+    scale, so only SRCC and the logistic PLCC are scale-free for it."""
     mos = _mos_of(manifest, test_ids)
     write_parquet_atomic(
         pd.DataFrame({"image_id": test_ids, "pred": predicted.astype(np.float64), "mos": mos}),
