@@ -69,8 +69,7 @@ from leaf.student.steps import (
     write_evaluation,
 )
 from leaf.student.train import (
-    MIN_SELECT_IMAGES,
-    _is_better,
+    EpochSelector,
     _select_score,
     deterministic,
     least_squares_affine,
@@ -448,8 +447,8 @@ def calibrate_full(
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         scaler = precision.scaler()
         steps = max(1, math.ceil(len(fit_rows) / batch_size))
-        history = [{"epoch": 0, "loss": math.nan, **select_score(model)}]
-        best_state, best_score, chosen_epoch = copy.deepcopy(model.state_dict()), history[0], 0
+        selector = EpochSelector()
+        selector.record(model, 0, math.nan, select_score(model))
         for epoch in range(1, epochs + 1):
             model.train()
             losses = []
@@ -473,33 +472,9 @@ def calibrate_full(
                         )
                     )
             score = select_score(model)
-            history.append({"epoch": epoch, "loss": float(np.mean(losses)), **score})
-            if _is_better(score, best_score):
-                best_state, best_score, chosen_epoch = (
-                    copy.deepcopy(model.state_dict()),
-                    score,
-                    epoch,
-                )
+            selector.record(model, epoch, float(np.mean(losses)), score)
 
-    if len(select_rows) < MIN_SELECT_IMAGES:
-        log.warning(
-            "only %d select images (< %d): keeping the last epoch instead of selecting",
-            len(select_rows),
-            MIN_SELECT_IMAGES,
-        )
-        chosen_epoch = epochs
-    else:
-        model.load_state_dict(best_state)
-    log.info(
-        "calibrated on %d fit images, selected on %d: epoch %d (select SRCC %.3f)",
-        len(fit_rows),
-        len(select_rows),
-        chosen_epoch,
-        history[chosen_epoch]["select_srcc"],
-    )
-    frame = pd.DataFrame(
-        history, columns=["epoch", "loss", "select_srcc", "select_plcc", "select_mse"]
-    )
+    chosen_epoch, frame = selector.finish(model, len(fit_rows), len(select_rows))
     return model.cpu().eval(), chosen_epoch, frame
 
 

@@ -212,6 +212,48 @@ def _is_better(candidate: dict, best: dict | None) -> bool:
     return key(candidate) > key(best)
 
 
+class EpochSelector:
+    """Checkpoint selection on the held-out select part: keeps the best epoch's weights.
+
+    ``record`` every epoch (epoch 0 = before fine-tuning) with its select score; ``finish``
+    restores the best state (or keeps the last epoch when fewer than ``MIN_SELECT_IMAGES``
+    select images exist) and returns (chosen_epoch, history frame).
+    """
+
+    COLUMNS = ["epoch", "loss", "select_srcc", "select_plcc", "select_mse"]
+
+    def __init__(self) -> None:
+        self.history: list[dict] = []
+        self.best_state: dict | None = None
+        self.best_score: dict | None = None
+        self.chosen_epoch = 0
+
+    def record(self, model: torch.nn.Module, epoch: int, loss: float, score: dict) -> None:
+        self.history.append({"epoch": epoch, "loss": loss, **score})
+        if _is_better(score, self.best_score):
+            self.best_state = copy.deepcopy(model.state_dict())
+            self.best_score, self.chosen_epoch = score, epoch
+
+    def finish(self, model: torch.nn.Module, n_fit: int, n_select: int) -> tuple[int, pd.DataFrame]:
+        if n_select < MIN_SELECT_IMAGES:
+            log.warning(
+                "only %d select images (< %d): keeping the last epoch instead of selecting",
+                n_select,
+                MIN_SELECT_IMAGES,
+            )
+            self.chosen_epoch = self.history[-1]["epoch"]
+        else:
+            model.load_state_dict(self.best_state)
+        log.info(
+            "calibrated on %d fit images, selected on %d: epoch %d (select SRCC %.3f)",
+            n_fit,
+            n_select,
+            self.chosen_epoch,
+            self.history[self.chosen_epoch]["select_srcc"],
+        )
+        return self.chosen_epoch, pd.DataFrame(self.history, columns=self.COLUMNS)
+
+
 def calibrate_head(
     head_init: QualityHead | None,
     fit_features: np.ndarray,
@@ -258,8 +300,8 @@ def calibrate_head(
 
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         steps = max(1, math.ceil(len(fit_x) / batch_size))
-        history = [{"epoch": 0, "loss": math.nan, **_select_score(model, select_x, select_y)}]
-        best_state, best_score, chosen_epoch = copy.deepcopy(model.state_dict()), history[0], 0
+        selector = EpochSelector()
+        selector.record(model, 0, math.nan, _select_score(model, select_x, select_y))
         for epoch in range(1, epochs + 1):
             model.train()
             losses = []
@@ -274,31 +316,7 @@ def calibrate_head(
                 optimizer.step()
                 losses.append(float(loss.detach()))
             score = _select_score(model, select_x, select_y)
-            history.append({"epoch": epoch, "loss": float(np.mean(losses)), **score})
-            if _is_better(score, best_score):
-                best_state, best_score, chosen_epoch = (
-                    copy.deepcopy(model.state_dict()),
-                    score,
-                    epoch,
-                )
+            selector.record(model, epoch, float(np.mean(losses)), score)
 
-    if len(select_x) < MIN_SELECT_IMAGES:
-        log.warning(
-            "only %d select images (< %d): keeping the last epoch instead of selecting",
-            len(select_x),
-            MIN_SELECT_IMAGES,
-        )
-        chosen_epoch = epochs
-    else:
-        model.load_state_dict(best_state)
-    log.info(
-        "calibrated on %d fit images, selected on %d: epoch %d (select SRCC %.3f)",
-        len(fit_x),
-        len(select_x),
-        chosen_epoch,
-        history[chosen_epoch]["select_srcc"],
-    )
-    frame = pd.DataFrame(
-        history, columns=["epoch", "loss", "select_srcc", "select_plcc", "select_mse"]
-    )
+    chosen_epoch, frame = selector.finish(model, len(fit_x), len(select_x))
     return model.eval(), chosen_epoch, frame
