@@ -37,6 +37,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from leaf.metrics import finite_or_none
 from leaf.student import torch_save_atomic
 from leaf.student.backbones import _timm, create_backbone, preprocess_config
 from leaf.student.features import (
@@ -147,8 +148,7 @@ def select_score(checkpoint: dict[str, Any]) -> dict[str, float | None]:
     row = epochs.index(chosen)
 
     def number(name: str) -> float | None:
-        value = history.get(name, [None] * len(epochs))[row]
-        return None if value is None or not math.isfinite(float(value)) else float(value)
+        return finite_or_none(history.get(name, [None] * len(epochs))[row])
 
     return {"select_srcc": number("select_srcc"), "select_mse": number("select_mse")}
 

@@ -99,3 +99,19 @@ def plcc_logistic(pred: np.ndarray, mos: np.ndarray) -> float:
         )
         return plcc(pred, mos)
     return plcc(fitted, mos)
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """``value`` as a float for strict JSON, with None for a missing or non-finite value."""
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def correlation_record(pred: np.ndarray, mos: np.ndarray) -> dict:
+    """The metrics every evaluation reports: srcc, plcc (raw), plcc_logistic and n (the
+    number of predictions), with None for an undefined correlation."""
+    return {
+        "srcc": finite_or_none(srcc(pred, mos)),
+        "plcc": finite_or_none(plcc(pred, mos)),
+        "plcc_logistic": finite_or_none(plcc_logistic(pred, mos)),
+        "n": int(len(pred)),
+    }

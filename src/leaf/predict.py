@@ -35,7 +35,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from leaf.deploy import StudentModel, load_artifact
-from leaf.parquet_io import atomic_target
+from leaf.parquet_io import atomic_path, atomic_target
 from leaf.student.features import bf16_autocast_supported
 
 log = logging.getLogger(__name__)
@@ -314,15 +314,10 @@ def _write_errors(output: Path, errors: list[tuple[str, str]]) -> None:
     if not errors:
         target.unlink(missing_ok=True)
         return
-    tmp = atomic_target(target)
-    try:
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["path", "error"])
-            writer.writerows(errors)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(target) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "error"])
+        writer.writerows(errors)
 
 
 def predict_images(

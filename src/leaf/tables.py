@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from leaf.metrics import plcc, srcc
+from leaf.metrics import correlation_record
+from leaf.student import json_write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,6 @@ def test_split_scores(
     return joined.rename(columns={score_column: "pred"})[["image_id", "pred", "mos"]]
 
 
-def correlation_record(pred: np.ndarray, mos: np.ndarray) -> dict:
-    """SRCC and raw PLCC of predictions against MOS."""
-    return {"srcc": srcc(pred, mos), "plcc": plcc(pred, mos), "n": int(len(pred))}
-
-
 def teacher_zero_shot_step(points: str, split: str, manifest: str, metrics: str) -> None:
     """Rule ``teacher_zero_shot``: the teacher's own score on the test split against MOS."""
     joined = test_split_scores(
@@ -58,8 +54,7 @@ def teacher_zero_shot_step(points: str, split: str, manifest: str, metrics: str)
     )
     record = correlation_record(joined["pred"].to_numpy(), joined["mos"].to_numpy())
     log.info("teacher zero-shot on %d test images: %s", record["n"], record)
-    Path(metrics).parent.mkdir(parents=True, exist_ok=True)
-    Path(metrics).write_text(json.dumps(record, indent=2))
+    json_write_atomic(record, metrics)
 
 
 def aggregate_runs(records: list[dict]) -> pd.DataFrame:

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from leaf.parquet_io import atomic_target
+from leaf.parquet_io import atomic_path
 
 # Idle OpenMP threads sleep instead of spinning. With spinning (the default), a 2-thread torch job
 # beside any other busy process waits ~1 s per forward pass on a 2-core machine. Must be set
@@ -27,21 +27,11 @@ def torch_save_atomic(obj: Any, path: str | Path) -> None:
     """``torch.save`` ``obj`` to ``path`` through a temporary sibling and an atomic rename."""
     import torch
 
-    path = Path(path)
-    tmp = atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def json_write_atomic(obj: Any, path: str | Path) -> None:
     """Write ``obj`` as strict, indented JSON (no NaN: use None) to ``path`` atomically."""
-    path = Path(path)
-    tmp = atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -521,6 +521,17 @@ def load_full_model(path: str) -> tuple[FullStudent, dict[str, Any]]:
     return FullStudent(backbone, head_from_checkpoint(checkpoint["head"])).eval(), checkpoint
 
 
+def _training_settings(full: dict, seed: int) -> dict[str, Any]:
+    """The optimiser, batching, seed and precision arguments shared by both full-mode stages."""
+    return {
+        "lr": float(full["lr"]),
+        "weight_decay": float(full["weight_decay"]),
+        "batch_size": int(full["batch_size"]),
+        "seed": int(seed),
+        "precision": choose_precision(bool(full["amp"])),
+    }
+
+
 def full_distill_step(
     image_cache: str,
     cache_index: str,
@@ -556,11 +567,7 @@ def full_distill_step(
         data.omega,
         lambda_dis=float(distill["lambda_dis"]),
         epochs=int(full["epochs_distill"]),
-        lr=float(full["lr"]),
-        weight_decay=float(full["weight_decay"]),
-        batch_size=int(full["batch_size"]),
-        seed=int(seed),
-        precision=choose_precision(bool(full["amp"])),
+        **_training_settings(full, seed),
         **flags,
     )
     torch_save_atomic(
@@ -612,11 +619,7 @@ def full_calibrate_step(
         select_mos,
         lambda_cal=float(calibration["lambda_cal"]),
         epochs=int(full["epochs_calibrate"]),
-        lr=float(full["lr"]),
-        weight_decay=float(full["weight_decay"]),
-        batch_size=int(full["batch_size"]),
-        seed=int(seed),
-        precision=choose_precision(bool(full["amp"])),
+        **_training_settings(full, seed),
     )
     torch_save_atomic(
         full_checkpoint(

@@ -20,7 +20,6 @@ decoding); the result does not depend on the thread count.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +30,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from leaf.parquet_io import atomic_target, write_parquet_atomic
+from leaf.parquet_io import atomic_path, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +105,11 @@ def build_image_cache(
     lengths = np.array([w * h * 3 for w, h in sizes], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     cache, total = Path(cache), int(lengths.sum())
-    tmp = atomic_target(cache)
-    try:
+    with atomic_path(cache) as tmp:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(total,))
         _fill(array, paths, sizes, offsets, short_side, threads)
         array.flush()
         del array  # close the memory map before the rename
-        os.replace(tmp, cache)
-    finally:
-        tmp.unlink(missing_ok=True)
     table = pd.DataFrame(
         {
             "image_id": [str(image_id) for image_id in image_ids],

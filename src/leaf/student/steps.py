@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from leaf.metrics import plcc, plcc_logistic, srcc
+from leaf.metrics import correlation_record
 from leaf.parquet_io import write_parquet_atomic
 from leaf.student import json_write_atomic, torch_save_atomic
 from leaf.student.features import features_step, load_features
@@ -240,11 +240,6 @@ def calibrate_step(
     )
 
 
-def _json_number(value: float) -> float | None:
-    """``value`` for strict JSON: NaN becomes None."""
-    return None if value is None or not np.isfinite(value) else float(value)
-
-
 def predict_step(
     features: str, split: str, manifest: str, model: str, predictions: str, metrics: str
 ) -> None:
@@ -277,10 +272,7 @@ def write_evaluation(
     known = np.isfinite(mos)
     json_write_atomic(
         {
-            "srcc": _json_number(srcc(predicted[known], mos[known])),
-            "plcc": _json_number(plcc(predicted[known], mos[known])),
-            "plcc_logistic": _json_number(plcc_logistic(predicted[known], mos[known])),
-            "n": int(known.sum()),
+            **correlation_record(predicted[known], mos[known]),
             "chosen_epoch": checkpoint.get("chosen_epoch"),
             "stage": checkpoint.get("stage"),
         },

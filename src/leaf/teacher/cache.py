@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from leaf.parquet_io import atomic_path
 from leaf.teacher.backend import Levels, TeacherOutputError
 from leaf.teacher.levels import (
     expected_score,
@@ -90,20 +90,23 @@ def _write_table(path: str | os.PathLike, frame: pd.DataFrame, metadata: dict) -
     table = pa.Table.from_pandas(frame, preserve_index=False)
     encoded = json.dumps(metadata, sort_keys=True, default=_json_default).encode()
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: encoded})
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp_name)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def _check_unique(ids: Sequence[str], what: str) -> None:
     duplicated = pd.Index(ids)[pd.Index(ids).duplicated()]
     if len(duplicated):
         raise ValueError(f"duplicate {what}s in the teacher cache: {list(duplicated[:5])}")
+
+
+def first_non_finite(values: np.ndarray) -> tuple[int, int, int] | None:
+    """(row, column, count) of the first non-finite entry of a 2-D array and how many there
+    are, or None when every entry is finite."""
+    bad_rows, bad_cols = np.nonzero(~np.isfinite(values))
+    if len(bad_rows) == 0:
+        return None
+    return int(bad_rows[0]), int(bad_cols[0]), len(bad_rows)
 
 
 def write_points_cache(
@@ -126,12 +129,11 @@ def write_points_cache(
             f"({len(image_ids)}, {len(levels.words)}), got {logliks.shape}"
         )
     _check_unique(image_ids, "image_id")
-    bad_rows, bad_cols = np.nonzero(~np.isfinite(logliks))
-    if len(bad_rows):
-        row, col = bad_rows[0], bad_cols[0]
+    if bad := first_non_finite(logliks):
+        row, col, count = bad
         raise TeacherOutputError(
             f"non-finite log-likelihood {logliks[row, col]} for image {image_ids[row]!r}, level "
-            f"word {levels.words[col]!r} ({len(bad_rows)} non-finite values in total)"
+            f"word {levels.words[col]!r} ({count} non-finite values in total)"
         )
     probs = level_probabilities(logliks)
     frame = pd.DataFrame({"image_id": pd.Series(image_ids, dtype=str)})
@@ -175,13 +177,12 @@ def write_pairs_cache(
             f"expected A/B log-probs of shape ({len(pair_ids)}, 2), got {logprobs.shape}"
         )
     _check_unique(pair_ids, "pair_id")
-    bad_rows, bad_cols = np.nonzero(~np.isfinite(logprobs))
-    if len(bad_rows):
-        row, col = bad_rows[0], bad_cols[0]
+    if bad := first_non_finite(logprobs):
+        row, col, count = bad
         raise TeacherOutputError(
             f"non-finite log-prob {logprobs[row, col]} of answer {'AB'[col]!r} for pair "
             f"{pair_ids[row]!r} (images {image_a[row]!r}, {image_b[row]!r}; "
-            f"{len(bad_rows)} non-finite values in total)"
+            f"{count} non-finite values in total)"
         )
     p_a = pair_probability(logprobs[:, 0], logprobs[:, 1])
     frame = pd.DataFrame(

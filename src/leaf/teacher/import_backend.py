@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from leaf.teacher.backend import Levels, TeacherOutputError
+from leaf.teacher.cache import first_non_finite
 
 log = logging.getLogger(__name__)
 
@@ -175,12 +176,11 @@ class ImportedTeacher:
                 f"{missing[:5]}"
             )
         values = self.logits.loc[keys].to_numpy()
-        bad_rows, bad_cols = np.nonzero(~np.isfinite(values))
-        if len(bad_rows):
-            row, col = bad_rows[0], bad_cols[0]
+        if bad := first_non_finite(values):
+            row, col, count = bad
             raise TeacherOutputError(
                 f"{self.path}: missing or non-finite logit for image {keys[row]!r}, level word "
-                f"{self.levels.words[col]!r} ({len(bad_rows)} such values)"
+                f"{self.levels.words[col]!r} ({count} such values)"
             )
         return values
 
