@@ -1,5 +1,6 @@
 # Two commands on a fresh machine:
 #   make demo  -> sets up .venv and runs the workflow on the embedded CPU demo -> results/table1.csv
+#                 (and tables 2-4, figures 2 and 4, and the report results/report.html)
 #   make test  -> sets up .venv (with the CPU build of vLLM) and runs the test suite
 # CPU machines use this pip path; GPU clusters use environment.yml (see README).
 
@@ -42,8 +43,10 @@ slurm-setup:
 	else echo "slurm-setup: no apt-get here, tests/test_slurm.py will be skipped"; fi
 
 demo: setup
-	$(BIN)/snakemake --cores $(CORES) results/table1.csv
+	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --report results/report.html
 	@cat results/table1.csv
+	@echo "tables: results/table{1,2,3,4}.csv; figures: results/fig{2,4}.png; report: results/report.html"
 
 test: setup setup-vllm slurm-setup
 	$(BIN)/python -m pytest -q -rs

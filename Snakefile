@@ -11,16 +11,21 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/teacher.smk"
 include: "workflow/rules/student.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/baselines.smk"
+include: "workflow/rules/tables.smk"
 include: "workflow/rules/deploy.smk"
 
 
 rule all:
     default_target: True
     input:
-        f"{RESULTS}/table1.csv",
+        # table1 and every table/figure configured under `tables` (leaf.experiments.Plan).
+        PLAN.configured_targets(),

@@ -78,7 +78,7 @@ def test_malformed_config_is_rejected_naming_the_key(config, key, value, named):
 def test_table_naming_an_undefined_dataset_is_rejected(config):
     config["tables"]["table1"]["datasets"] = ["demo", "koniq"]
     validate(config, SCHEMA)
-    with pytest.raises(ConfigError, match=r"tables.table1.datasets names 'koniq'"):
+    with pytest.raises(ConfigError, match=r"tables.table1 names the dataset 'koniq'"):
         check_config(config)
 
 

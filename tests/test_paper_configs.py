@@ -1,9 +1,10 @@
-"""The ready-to-run configs: config/paper/*.yaml (GPU protocol) and config/agiqa3k_qbench*.yaml
+"""The ready-to-run configs: config/paper/*.yaml (GPU protocol) and config/agiqa3k_qbench.yaml
 (real MLLM judgments on CPU) against tiny datasets in each benchmark's real file format.
 
-Each paper config runs its real ``prepare`` and ``split`` jobs on the tiny dataset (label file
-copied from tests/fixtures/<dataset>/, images generated here), then must plan the whole table1
-DAG in a dry run.
+Each paper dataset config (over config/paper/protocol.yaml) runs its real ``prepare`` and
+``split`` jobs on the tiny dataset (label file copied from tests/fixtures/<dataset>/, images
+generated here), then must plan its whole table DAG in a dry run; all four together with
+config/paper/all.yaml must plan every table and figure.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from PIL import Image
 from workflow_helpers import ROOT, planned_jobs, snakemake
 
 from leaf.datasets import load_labels
-from leaf.teacher.factory import teacher_hash
+from leaf.experiments import merged_config
 
 FIXTURES = ROOT / "tests" / "fixtures"
 PAPER = ROOT / "config" / "paper"
+PROTOCOL = PAPER / "protocol.yaml"
 QBENCH = ROOT / "config" / "agiqa3k_qbench.yaml"
-OTHER_TEACHERS = sorted((ROOT / "config").glob("agiqa3k_qbench_*.yaml"))
+# dataset -> the paper table it belongs to (AIGC: table1, UGC: table2)
+PAPER_TABLE = {"agiqa3k": "table1", "aigiqa20k": "table1", "koniq10k": "table2", "spaq": "table2"}
 # dataset -> label file of tests/fixtures/ in the dataset's real format (relative to its root)
 LABEL_FILES = {
     "agiqa3k": "agiqa3k/data.csv",
@@ -58,30 +61,49 @@ def write_override(path: Path, settings: dict) -> Path:
     return path
 
 
-def baseline_snakefile(workdir: Path) -> list[str]:
-    """Extra CLI args that make workflow/rules/baselines.smk available: none once the main
-    Snakefile includes it, else ``-s`` a wrapper that includes both."""
-    if "baselines.smk" in (ROOT / "Snakefile").read_text():
-        return []
-    wrapper = workdir / "Snakefile.baselines"
-    wrapper.write_text(
-        f'include: "{ROOT / "Snakefile"}"\ninclude: "{ROOT / "workflow/rules/baselines.smk"}"\n'
-    )
-    return ["-s", str(wrapper)]
+def paper_config(dataset: str) -> dict:
+    """What Snakemake sees for the protocol + the dataset file (nested keys merged)."""
+    return merged_config([ROOT / "config" / "config.yaml", PROTOCOL, PAPER / f"{dataset}.yaml"])
+
+
+def full_mode_jobs(shards: int, n_teachers: int = 1) -> dict[str, int]:
+    """Planned jobs of one dataset's benchmark table (table1/2) in full mode, split done."""
+    return {
+        "pairs": 1,
+        "subsets": N_SEEDS,
+        "teacher_point": shards * n_teachers,
+        "teacher_pair": shards * n_teachers,
+        "merge_points": n_teachers,
+        "merge_pairs": n_teachers,
+        "filter_pairs": n_teachers,
+        "teacher_zero_shot": n_teachers,
+        "image_cache": 1,
+        "distill_full": N_SEEDS,
+        "calibrate_full": N_SEEDS * (N_RATIOS - 1),
+        "evaluate_full": N_SEEDS * N_RATIOS,
+        "calibrate_cft_full": N_SEEDS * (N_RATIOS - 1),
+        "evaluate_cft_full": N_SEEDS * (N_RATIOS - 1),
+        "results_table": 1,
+    }
 
 
 @pytest.mark.parametrize("dataset", sorted(LABEL_FILES))
-def test_paper_config_prepares_splits_and_plans_table1(dataset, tmp_path):
+def test_paper_config_prepares_splits_and_plans_its_table(dataset, tmp_path):
     config_file = PAPER / f"{dataset}.yaml"
-    config = load_yaml(config_file)
+    config = paper_config(dataset)
     assert config["teacher"]["backend"] == "vllm"
     assert config["teacher"]["vllm"]["preset"] == "internvl3_5_8b"
-    assert (config["student"]["backbone"], config["student"]["weights"]) == (
+    student = config["student"]
+    assert (student["backbone"], student["weights"], student["mode"]) == (
         "convnext_base",
         "timm",
+        "full",
     )
+    assert (student["full"]["crop"], student["full"]["resize"]) == (224, 256)
     assert len(config["seeds"]) == N_SEEDS and config["calibration"]["ratios"] == [0, 0.1, 0.3]
     assert config["datasets"][dataset]["root"] == f"data/{dataset}"  # documented placeholder
+    table = PAPER_TABLE[dataset]
+    assert config["tables"][table]["datasets"] == [dataset]
 
     labels = tiny_dataset(dataset, tmp_path / "data" / dataset)
     override = write_override(
@@ -89,40 +111,65 @@ def test_paper_config_prepares_splits_and_plans_table1(dataset, tmp_path):
         {"datasets": {dataset: {"root": str(tmp_path / "data" / dataset)}}},
     )
     results = config["results_dir"]
-    configfiles = [config_file, override]
+    configfiles = [PROTOCOL, config_file, override]
     snakemake(tmp_path, f"{results}/{dataset}/split.parquet", configfiles=configfiles)
     split = pd.read_parquet(tmp_path / results / dataset / "split.parquet")
     assert sorted(split["image_id"]) == sorted(labels["image_id"])
     if dataset == "koniq10k":  # the official split: exactly the rows whose set is "test"
         official = labels.loc[labels["set"] == "test", "image_id"]
         assert sorted(split.loc[split["split"] == "test", "image_id"]) == sorted(official)
+    if dataset in ("agiqa3k", "aigiqa20k"):  # grouped by prompt: no prompt on both sides
+        prompts = labels.set_index("image_id")["prompt"]
+        sides = split.assign(prompt=split["image_id"].map(prompts)).groupby("prompt")["split"]
+        assert (sides.nunique() == 1).all()
 
-    shards = config["teacher"]["shards"]
-    jobs = planned_jobs(tmp_path, f"{results}/table1.csv", configfiles=configfiles)
-    assert jobs == {
-        "pairs": 1,
-        "subsets": N_SEEDS,
-        "teacher_point": shards,
-        "teacher_pair": shards,
-        "merge_points": 1,
-        "merge_pairs": 1,
-        "filter_pairs": 1,
-        "teacher_zero_shot": 1,
-        "features": 1,
-        "distill": N_SEEDS,
-        "calibrate": N_SEEDS * (N_RATIOS - 1),
-        "evaluate": N_SEEDS * N_RATIOS,
-        "table1": 1,
-    }
+    jobs = planned_jobs(tmp_path, f"{results}/{table}.csv", configfiles=configfiles)
+    assert jobs == full_mode_jobs(config["teacher"]["shards"])
+
+
+def test_paper_configs_together_plan_every_table_and_figure(tmp_path):
+    overrides = {}
+    for dataset in LABEL_FILES:
+        tiny_dataset(dataset, tmp_path / "data" / dataset)
+        overrides[dataset] = {"root": str(tmp_path / "data" / dataset)}
+    override = write_override(tmp_path / "override.yaml", {"datasets": overrides})
+    datasets = [PAPER / f"{dataset}.yaml" for dataset in sorted(LABEL_FILES)]
+    configfiles = [PROTOCOL, *datasets, PAPER / "all.yaml", override]
+    jobs = planned_jobs(tmp_path, configfiles=configfiles)
+    # table1 (agiqa3k, aigiqa20k) and table2 (koniq10k, spaq): one teacher and student each.
+    assert jobs["results_table"] == 2 and jobs["image_cache"] == 4
+    assert jobs["teacher_zero_shot"] == 4 and jobs["distill_full"] == 4 * N_SEEDS
+    assert jobs["prepare"] == 4 and jobs["split"] == 4
+
+
+def test_agiqa3k_paper_config_plans_the_ablation_grid_and_figures(tmp_path):
+    tiny_dataset("agiqa3k", tmp_path / "data" / "agiqa3k")
+    override = write_override(
+        tmp_path / "override.yaml",
+        {"datasets": {"agiqa3k": {"root": str(tmp_path / "data" / "agiqa3k")}}},
+    )
+    jobs = planned_jobs(tmp_path, configfiles=[PROTOCOL, PAPER / "agiqa3k.yaml", override])
+    # table1, table3 (ablation), table4 (2 teachers x 2 backbones), fig2, fig4.
+    assert jobs["results_table"] == 3 and jobs["fig2"] == 1 and jobs["fig4"] == 1
+    assert jobs["teacher_zero_shot"] == 2  # InternVL3.5-8B and Qwen3-VL-8B
+    # Stage-1 runs: main (5) + 3 other ablation variants (15) + the grid's 3 other cells (15).
+    assert jobs["distill_full"] == 7 * N_SEEDS
 
 
 def qbench_override(tmp_path: Path) -> Path:
-    """The AGIQA-3K fixture dataset and a Q-Bench fixture file in place of the shared data."""
+    """The AGIQA-3K fixture dataset and Q-Bench fixture files in place of the shared data."""
     root = tmp_path / "agiqa3k"
     tiny_dataset("agiqa3k", root)
+    three, two = FIXTURES / "qbench" / "three_levels.json", FIXTURES / "qbench" / "two_levels.json"
     settings = {
         "datasets": {"agiqa3k": {"root": str(root)}},
-        "teacher": {"import": {"path": str(FIXTURES / "qbench" / "three_levels.json")}},
+        "teacher": {"import": {"path": str(three)}},
+        "extra_teachers": {
+            "LLaVA-1.5": {"import": {"path": str(two)}},
+            "Qwen-VL": {"import": {"path": str(three)}},
+            "Shikra": None,  # would judge exactly like LLaVA-1.5 on the same fixture
+        },
+        "tables": {"table4": {"teachers": ["mPLUG-Owl", "LLaVA-1.5", "Qwen-VL"]}},
     }
     return write_override(tmp_path / "override.yaml", settings)
 
@@ -135,36 +182,22 @@ def test_agiqa3k_qbench_config_is_point_only_and_native(tmp_path):
         "../shared/teachers/qbench-agiqa3k/mplug_owl.json"
     )
     assert config["student"]["pooling"] == "native_meanmax"
+    assert config["distill"]["use_pair"] is False  # the imported teachers are point-only
+    for name, teacher in config["extra_teachers"].items():
+        if teacher is not None:
+            source = ROOT / teacher["import"]["path"]
+            assert source.parent == (ROOT / config["teacher"]["import"]["path"]).parent, name
+            if (ROOT / "../shared").exists():
+                assert source.is_file(), source
     configfiles = [QBENCH, qbench_override(tmp_path)]
-    target = "results/agiqa3k_qbench/table1.csv"
-    jobs = planned_jobs(tmp_path, target, configfiles=configfiles)
+    jobs = planned_jobs(tmp_path, "results/agiqa3k_qbench/table1.csv", configfiles=configfiles)
     assert jobs["distill"] == N_SEEDS and jobs["evaluate"] == N_SEEDS * N_RATIOS
     assert jobs["teacher_point"] == 1 and jobs["features"] == 1
+    # CFT-only rows: stage 2 alone, no distillation behind them.
+    assert jobs["calibrate_cft"] == jobs["evaluate_cft"] == N_SEEDS * (N_RATIOS - 1)
 
-    cft = planned_jobs(
-        tmp_path,
-        "results/agiqa3k_qbench/table_cft.csv",
-        *baseline_snakefile(tmp_path),
-        configfiles=configfiles,
-    )
-    assert "distill" not in cft and "teacher_point" not in cft  # stage 2 alone
-    assert cft["calibrate_cft"] == cft["evaluate_cft"] == N_SEEDS * (N_RATIOS - 1)
-    assert cft["table_cft"] == 1
-
-
-@pytest.mark.parametrize("overlay", OTHER_TEACHERS, ids=lambda path: path.stem)
-def test_other_teacher_overlays_change_only_the_teacher(overlay, tmp_path):
-    base, extra = load_yaml(QBENCH), load_yaml(overlay)
-    assert set(extra) <= {"teacher", "results_dir"}
-    teacher = {**base["teacher"], **extra["teacher"]}
-    assert teacher_hash(teacher) != teacher_hash(base["teacher"])
-    assert extra["results_dir"].startswith("results/agiqa3k_qbench_")
-    source = ROOT / extra["teacher"]["import"]["path"]
-    if (ROOT / "../shared").exists():
-        assert source.is_file(), source
-    jobs = planned_jobs(
-        tmp_path,
-        f"{extra['results_dir']}/table1.csv",
-        configfiles=[QBENCH, overlay, qbench_override(tmp_path)],
-    )
-    assert jobs["teacher_zero_shot"] == 1 and jobs["distill"] == N_SEEDS
+    # rule all: table1 + table4 (the teacher grid): every teacher once, the features once.
+    everything = planned_jobs(tmp_path, configfiles=configfiles)
+    assert everything["teacher_point"] == everything["teacher_zero_shot"] == 3
+    assert everything["features"] == 1 and everything["distill"] == 3 * N_SEEDS
+    assert everything["results_table"] == 2

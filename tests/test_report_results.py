@@ -1,14 +1,18 @@
-"""docs/results.md rendering (leaf.report_results) and the CFT-only table (table1_step prefix)."""
+"""docs/results.md rendering (leaf.report_results) and the result tables (results_table_step)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
+from workflow_helpers import ROOT
 
 from leaf import report_results as report
-from leaf.tables import table1_step
+from leaf.experiments import Plan, merged_config
+from leaf.tables import results_table_step
 
 
 def write_benchmark(path, seconds: float) -> None:
@@ -23,6 +27,8 @@ def write_benchmark(path, seconds: float) -> None:
         ("agiqa3k/subsets_seed3.tsv", "subsets"),
         ("agiqa3k/features_tf_efficientnet_lite0.tsv", "features"),
         ("agiqa3k/student_tf_efficientnet_lite0/distill_seed0.tsv", "distill"),
+        ("agiqa3k/student_lite0/0123456789ab/point-pair-conf/distill_seed0.tsv", "distill"),
+        ("agiqa3k/eval_lite0/0123456789ab/point/seed1_ratio0.1.tsv", "evaluate"),
         ("agiqa3k/student_convnext_base/calibrate_seed4_ratio0.1.tsv", "calibrate"),
         ("agiqa3k/student_convnext_base/cft_seed4_ratio0.3.tsv", "calibrate_cft"),
         ("agiqa3k/eval_tf_efficientnet_lite0/seed0_ratio0.tsv", "evaluate"),
@@ -47,26 +53,24 @@ def test_stage_times_sums_jobs_of_a_stage(tmp_path):
     assert "| **sum** | 3 | 105.5 | |" in report.times_table(times)
 
 
-def test_seed_gaps_pairs_leaf_and_cft_runs_of_one_ratio(tmp_path):
-    for name, srcc in [
-        ("seed0_ratio0.1", 0.80),
-        ("cft_seed0_ratio0.1", 0.75),
-        ("seed1_ratio0.1", 0.79),
-        ("cft_seed1_ratio0.1", 0.78),
-        ("seed2_ratio0.1", 0.70),  # no CFT run: left out
-        ("seed0_ratio0.3", 0.10),  # another ratio: left out
-        ("cft_seed0_ratio0.3", 0.90),
-    ]:
-        (tmp_path / f"{name}.json").write_text(json.dumps({"srcc": srcc}))
-    gaps = report.seed_gaps(tmp_path, 0.1)
+def test_seed_gaps_pairs_leaf_and_cft_runs_of_each_seed(tmp_path):
+    leaf, cft = {}, {}
+    for seed, leaf_srcc, cft_srcc in [(0, 0.80, 0.75), (1, 0.79, 0.78), (2, 0.70, None)]:
+        leaf[seed] = tmp_path / f"seed{seed}.json"
+        leaf[seed].write_text(json.dumps({"srcc": leaf_srcc}))
+        cft[seed] = tmp_path / f"cft_seed{seed}.json"
+        if cft_srcc is not None:  # seed 2 has no CFT run: left out
+            cft[seed].write_text(json.dumps({"srcc": cft_srcc}))
+    gaps = report.seed_gaps(leaf, cft)
     assert gaps["seed"].tolist() == [0, 1]
     assert gaps["gap"].round(6).tolist() == [0.05, 0.01]
     assert "by >= 0.03 SRCC in 1 of 2 seeds" in report.gaps_table(gaps, 0.1)
 
 
-def table_row(setting: str, srcc: float, std: float, n: int) -> dict:
+def table_row(setting: str, srcc: float, std: float, n: int, teacher: str = "T") -> dict:
     return {
         "dataset": "agiqa3k",
+        "teacher": teacher,
         "setting": setting,
         "srcc_mean": srcc,
         "srcc_std": std,
@@ -77,19 +81,19 @@ def table_row(setting: str, srcc: float, std: float, n: int) -> dict:
 
 
 def test_render_block_and_replace_keep_the_hand_written_text(tmp_path):
-    tables = {
-        "mPLUG-Owl": pd.DataFrame(
-            [
-                table_row("teacher zero-shot", 0.6781, float("nan"), 1),
-                table_row("10% MOS", 0.8, 0.0123, 5),
-            ]
-        ),
-        "Shikra": pd.DataFrame([table_row("label-free", 0.5, 0.01, 5)]),
-    }
+    table = pd.DataFrame(
+        [
+            table_row("teacher zero-shot", 0.6781, float("nan"), 1, "mPLUG-Owl"),
+            table_row("10% MOS", 0.8, 0.0123, 5, "mPLUG-Owl"),
+            table_row("CFT-only 10% MOS", 0.7, 0.02, 5, ""),
+            table_row("label-free", 0.5, 0.01, 5, "Shikra"),
+        ]
+    )
     times = pd.DataFrame({"stage": ["features"], "jobs": [1], "total_s": [600.0], "max_s": [600.0]})
-    block = report.render_block(tables, times, None, 0.1, "a CPU", 725.0)
+    block = report.render_block(table, times, None, 0.1, "a CPU", 725.0)
     assert "| mPLUG-Owl | agiqa3k | teacher zero-shot | 0.678 | 0.728 | 1 |" in block
     assert "| mPLUG-Owl | agiqa3k | 10% MOS | 0.800 ± 0.012 | 0.850 ± 0.012 | 5 |" in block
+    assert "| — | agiqa3k | CFT-only 10% MOS | 0.700 ± 0.020 |" in block
     assert "| Shikra | agiqa3k | label-free | 0.500 ± 0.010 |" in block
     assert "Machine: a CPU." in block and "725 s (12.1 min)" in block
     assert block.startswith(report.BEGIN) and block.endswith(report.END)
@@ -102,43 +106,57 @@ def test_render_block_and_replace_keep_the_hand_written_text(tmp_path):
     assert again.startswith(document) and again.endswith("\nfooter\n")
 
 
-def test_main_updates_the_document_from_a_results_folder(tmp_path):
-    results = tmp_path / "results"
-    results.mkdir()
-    pd.DataFrame([table_row("label-free", 0.7, 0.01, 5)]).to_csv(results / "table1.csv")
-    pd.DataFrame([table_row("CFT-only 10% MOS", 0.6, 0.02, 5)]).to_csv(results / "table_cft.csv")
-    write_benchmark(results / "benchmarks/agiqa3k/prepare.tsv", 1.5)
+def write_metrics(path, srcc: float) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"srcc": srcc, "plcc": srcc + 0.05, "plcc_logistic": srcc}))
+    return str(path)
+
+
+def test_main_updates_the_document_from_the_run_configs(tmp_path):
+    """Tables 1 and 4 and the per-seed gaps are found from the config files alone."""
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    overlay = {
+        "results_dir": str(tmp_path / "results"),
+        "seeds": [0, 1],
+        "tables": {"table4": {"teachers": ["BRISQUE", "BRISQUE-sharp"], "ratios": [0.1]}},
+    }
+    files = [ROOT / "config" / "config.yaml", tmp_path / "overlay.yaml"]
+    files[1].write_text(yaml.safe_dump(overlay))
+    plan = Plan(merged_config(files))
+    assert plan.results == str(tmp_path / "results") and plan.seeds == [0, 1]
+    assert config["tables"]["table1"] == plan.tables["table1"]  # nested keys merged, not replaced
+    for table in ("table1", "table4"):
+        rows = plan.table_rows(table)
+        metrics = [write_metrics(Path(path), 0.6 + 0.1 * (row["seed"] == 1)) for path, row in rows]
+        results_table_step(metrics, f"{plan.results}/{table}.csv", [r for _, r in rows], "raw")
+    write_benchmark(tmp_path / "results/benchmarks/demo/prepare.tsv", 1.5)
     doc = tmp_path / "results.md"
     doc.write_text("# Results\n")
-    report.main(
-        [
-            "--doc",
-            str(doc),
-            "--results",
-            str(results),
-            "--teacher",
-            "T",
-            "--machine",
-            "M",
-            "--other",
-            f"missing={tmp_path / 'nowhere'}",
-        ]
-    )
+    report.main(["--doc", str(doc), "--configfile", *map(str, files), "--machine", "M"])
     text = doc.read_text()
-    assert "| T | agiqa3k | label-free | 0.700 ± 0.010 |" in text
-    assert "| T | agiqa3k | CFT-only 10% MOS | 0.600 ± 0.020 |" in text
-    assert "| prepare | 1 | 1.5 | 1.5 |" in text and "missing" not in text
+    assert "| BRISQUE | demo | label-free | 0.650 ± 0.071 |" in text
+    assert "| — | demo | CFT-only 10% MOS | 0.650 ± 0.071 |" in text
+    assert "| BRISQUE-sharp | demo | teacher zero-shot | 0.600 |" in text
+    # table4's rows of the main teacher are already in table1: not repeated.
+    assert text.count("| BRISQUE | demo | teacher zero-shot |") == 1
+    assert "LEAF beats CFT-only at 10% MOS by >= 0.03 SRCC in 0 of 2 seeds" in text
+    assert "| prepare | 1 | 1.5 | 1.5 |" in text and "PLCC: raw." in text
 
 
-def test_table1_step_prefixes_the_baseline_settings(tmp_path):
-    metrics = []
+def test_results_table_step_aggregates_seeds_and_labels_the_plcc(tmp_path):
+    metrics, rows = [], []
     for seed, srcc in enumerate([0.5, 0.7]):
-        path = tmp_path / f"cft_seed{seed}.json"
-        path.write_text(json.dumps({"srcc": srcc, "plcc": srcc}))
-        metrics.append(str(path))
-    runs = [{"dataset": "d", "seed": seed, "ratio": "0.1"} for seed in range(2)]
-    out = tmp_path / "table_cft.csv"
-    table1_step(metrics, [], str(out), runs, [], setting_prefix="CFT-only ")
+        metrics.append(write_metrics(tmp_path / f"cft_seed{seed}.json", srcc))
+        rows.append({"dataset": "d", "setting": "CFT-only 10% MOS", "ratio": 0.1, "seed": seed})
+    out = tmp_path / "table.csv"
+    results_table_step(metrics, str(out), rows, "logistic")
     table = pd.read_csv(out)
     assert table["setting"].tolist() == ["CFT-only 10% MOS"]
     assert table["srcc_mean"].round(6).tolist() == [0.6] and table["n_seeds"].tolist() == [2]
+    # logistic: the plcc_logistic values (here equal to srcc), labelled as such.
+    assert table["plcc_mean"].round(6).tolist() == [0.6]
+    assert table["plcc_kind"].tolist() == ["VQEG logistic"]
+    results_table_step(metrics, str(out), rows, "raw")
+    assert pd.read_csv(out)["plcc_mean"].round(6).tolist() == [0.65]
+    with pytest.raises(ValueError, match="2 metrics files for 1 row"):
+        results_table_step(metrics, str(out), rows[:1], "raw")

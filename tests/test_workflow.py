@@ -1,8 +1,9 @@
-"""The real workflow, end to end on a small demo: outputs, and teacher-cache reuse.
+"""The real workflow, end to end on a small demo: every table and figure, the report, and
+teacher-cache reuse.
 
-One complete run (module fixture), then dry runs with changed configs: changing seeds, ratios,
-lambdas, tau or the student backbone must plan zero teacher jobs; changing what the teacher is
-asked must plan them again.
+One complete run of `rule all` (module fixture) plus `snakemake --report`, then dry runs with
+changed configs: changing seeds, ratios, lambdas, tau or the student backbone must plan zero
+teacher jobs; changing what the teacher is asked must plan them again.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import pytest
 import yaml
 from workflow_helpers import ROOT, TEACHER_RULES, planned_jobs, snakemake
 
+from leaf.experiments import Plan, merged_config
+
 pytestmark = pytest.mark.slow
 
 E2E_CONFIG = ROOT / "tests" / "data" / "e2e_config.yaml"
@@ -23,8 +26,13 @@ E2E_CONFIG = ROOT / "tests" / "data" / "e2e_config.yaml"
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("e2e")
-    snakemake(workdir, "results/table1.csv", configfiles=[E2E_CONFIG])
+    snakemake(workdir, configfiles=[E2E_CONFIG])  # rule all: every configured table and figure
+    snakemake(workdir, "--report", "results/report.html", configfiles=[E2E_CONFIG])
     return workdir
+
+
+def e2e_plan() -> Plan:
+    return Plan(merged_config([ROOT / "config" / "config.yaml", E2E_CONFIG]))
 
 
 def _override(workdir, name, content):
@@ -35,20 +43,100 @@ def _override(workdir, name, content):
 
 def test_table1_has_one_row_per_setting(finished_run):
     table = pd.read_csv(finished_run / "results" / "table1.csv")
-    assert list(table["setting"]) == ["teacher zero-shot", "label-free", "10% MOS", "30% MOS"]
-    assert (table["dataset"] == "demo").all()
-    assert list(table["n_seeds"]) == [1, 2, 2, 2]
+    assert list(table["setting"]) == [
+        "teacher zero-shot",
+        "label-free",
+        "10% MOS",
+        "30% MOS",
+        "CFT-only 10% MOS",
+        "CFT-only 30% MOS",
+    ]
+    assert (table["dataset"] == "demo").all() and (table["plcc_kind"] == "raw").all()
+    assert list(table["n_seeds"]) == [1, 2, 2, 2, 2, 2]
     for column in ("srcc_mean", "plcc_mean"):
         assert table[column].between(-1, 1).all()
     # A real signal: the calibrated student correlates with the synthetic MOS.
     assert table.loc[table["setting"] == "30% MOS", "srcc_mean"].item() > 0.3
 
 
+def test_table3_ablation_rows_are_separate_runs(finished_run):
+    table = pd.read_csv(finished_run / "results" / "table3.csv")
+    assert list(table["setting"]) == [
+        "CFT-only",
+        "point",
+        "point+pair",
+        "pair+confidence",
+        "point+pair+confidence",
+    ]
+    assert (table["ratio"] == 0.1).all() and (table["n_seeds"] == 2).all()
+    # Different stage-1 losses give different students.
+    assert table["srcc_mean"].round(6).nunique() == len(table)
+    # The full-loss row is the main 10% run of table 1 (the same files, computed once).
+    table1 = pd.read_csv(finished_run / "results" / "table1.csv").set_index("setting")
+    full = table.set_index("setting").loc["point+pair+confidence", "srcc_mean"]
+    assert full == pytest.approx(table1.loc["10% MOS", "srcc_mean"])
+    plan = e2e_plan()
+    main = finished_run / plan.student_dir("demo", plan.backbone, plan.teacher.hash, "_")
+    assert {p.name for p in main.parent.iterdir()} == {
+        "point",
+        "point-pair",
+        "pair-conf",
+        "point-pair-conf",
+    }
+
+
+def test_table4_is_the_teacher_backbone_grid(finished_run):
+    table = pd.read_csv(finished_run / "results" / "table4.csv", keep_default_na=False)
+    zero_shot = table[table["setting"] == "teacher zero-shot"]
+    assert list(zero_shot["teacher"]) == ["BRISQUE", "BRISQUE-sharp"]
+    cells = table[table["setting"] == "10% MOS"]
+    assert sorted(zip(cells["teacher"], cells["backbone"], strict=True)) == [
+        ("BRISQUE", "tf_efficientnet_lite0"),
+        ("BRISQUE", "tf_efficientnet_lite1"),
+        ("BRISQUE-sharp", "tf_efficientnet_lite0"),
+        ("BRISQUE-sharp", "tf_efficientnet_lite1"),
+    ]
+    # The two BRISQUE mappings are different teachers (own caches, own zero-shot PLCC).
+    assert zero_shot["plcc_mean"].round(6).nunique() == 2
+
+
+def test_figures_and_report(finished_run):
+    results = finished_run / "results"
+    for name in ("fig2.png", "fig4.png"):
+        assert (results / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (results / "fig4.svg").read_text().lstrip().startswith("<?xml")
+    fig4 = pd.read_csv(results / "fig4.csv")
+    assert sorted(fig4.loc[fig4["method"] == "LEAF", "ratio"]) == [0, 0.05, 0.1, 0.2, 0.3, 0.5, 1]
+    stats = json.loads((results / "fig2.json").read_text())
+    assert stats["n_test"] > 0 and stats["mean_abs_residual_after"] > 0
+    caption = (results / "fig2_caption.rst").read_text()
+    assert f"{stats['plcc']:.3f}" in caption
+    report = (results / "report.html").read_text()
+    assert report.lstrip().lower().startswith("<!doctype html")
+    for name in ("table1.csv", "table3.csv", "table4.csv", "fig2.png", "fig4.png"):
+        assert name in report, f"{name} missing from the report"
+    # The generated fig2 caption (residuals, PLCC) is included in the report's caption.
+    assert "mean absolute residual" in report.lower() or "residual" in report
+
+
+def test_unconfigured_table_is_a_clear_error(finished_run):
+    result = snakemake(
+        finished_run,
+        "-n",
+        "results/table3.csv",
+        configfiles=_override(finished_run, "no_table3", {"tables": {"table3": None}}),
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "`tables.table3` is not in the config" in result.stdout + result.stderr
+
+
 def test_caches_are_inspectable_parquet(finished_run):
     results = finished_run / "results" / "demo"
     manifest = pd.read_parquet(results / "manifest.parquet")
     assert {"image_id", "path", "mos", "width", "height", "sha256"} <= set(manifest.columns)
-    (teacher_dir,) = (results / "teacher").iterdir()
+    assert len(list((results / "teacher").iterdir())) == 2  # BRISQUE and BRISQUE-sharp
+    teacher_dir = results / "teacher" / e2e_plan().teacher.hash
     points = pd.read_parquet(teacher_dir / "points.parquet")
     assert len(points) == len(manifest)
     assert {"loglik_excellent", "p_bad", "score"} <= set(points.columns)
@@ -71,7 +159,7 @@ def test_every_job_logged_and_benchmarked(finished_run):
 
 
 def test_rerun_with_same_config_does_nothing(finished_run):
-    assert planned_jobs(finished_run, "results/table1.csv", configfiles=[E2E_CONFIG]) == {}
+    assert planned_jobs(finished_run, configfiles=[E2E_CONFIG]) == {}
 
 
 REUSE_CHANGES = {
@@ -87,9 +175,7 @@ REUSE_CHANGES = {
 @pytest.mark.parametrize("change", sorted(REUSE_CHANGES))
 def test_student_side_changes_run_no_teacher_job(finished_run, change):
     override, features_reused = REUSE_CHANGES[change]
-    jobs = planned_jobs(
-        finished_run, "results/table1.csv", configfiles=_override(finished_run, change, override)
-    )
+    jobs = planned_jobs(finished_run, configfiles=_override(finished_run, change, override))
     assert jobs, f"changing {change} should plan some student jobs"
     assert not TEACHER_RULES & set(jobs), f"changing {change} reran teacher jobs: {jobs}"
     if features_reused:
@@ -107,7 +193,5 @@ def test_student_side_changes_run_no_teacher_job(finished_run, change):
     ids=["backend-option", "level-values"],
 )
 def test_teacher_changes_rerun_the_teacher(finished_run, override):
-    jobs = planned_jobs(
-        finished_run, "results/table1.csv", configfiles=_override(finished_run, "teach", override)
-    )
+    jobs = planned_jobs(finished_run, configfiles=_override(finished_run, "teach", override))
     assert {"teacher_point", "teacher_pair"} <= set(jobs)

@@ -7,23 +7,31 @@ class ConfigError(ValueError):
     """The config is well-formed but inconsistent; the message names the key."""
 
 
+def _check_teacher(section: dict, key: str) -> None:
+    levels = section["levels"]
+    if len(levels["words"]) != len(levels["values"]):
+        raise ConfigError(
+            f"{key}.levels: {len(levels['words'])} words but {len(levels['values'])} values"
+        )
+    backend = section["backend"]
+    if backend not in ("brisque",) and backend not in section:
+        raise ConfigError(f"{key}.backend is {backend!r} but there is no {key}.{backend} section")
+
+
 def check_config(config: dict) -> None:
     """Raise :class:`ConfigError` naming the offending key on inconsistent settings."""
     datasets = config["datasets"]
     for table, spec in config.get("tables", {}).items():
-        for name in spec.get("datasets", []):
+        if not isinstance(spec, dict):  # plcc, or an entry switched off with null
+            continue
+        names = [*spec.get("datasets", []), *([spec["dataset"]] if "dataset" in spec else [])]
+        for name in names:
             if name not in datasets:
                 raise ConfigError(
-                    f"tables.{table}.datasets names {name!r}, which is not defined under "
+                    f"tables.{table} names the dataset {name!r}, which is not defined under "
                     f"`datasets` (defined: {sorted(datasets)})"
                 )
-    levels = config["teacher"]["levels"]
-    if len(levels["words"]) != len(levels["values"]):
-        raise ConfigError(
-            f"teacher.levels: {len(levels['words'])} words but {len(levels['values'])} values"
-        )
-    backend = config["teacher"]["backend"]
-    if backend not in ("brisque",) and backend not in config["teacher"]:
-        raise ConfigError(
-            f"teacher.backend is {backend!r} but there is no teacher.{backend} section"
-        )
+    _check_teacher(config["teacher"], "teacher")
+    for name, section in (config.get("extra_teachers") or {}).items():
+        if section is not None:
+            _check_teacher(section, f"extra_teachers.{name}")

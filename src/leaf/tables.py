@@ -6,18 +6,18 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from leaf.metrics import correlation_record
+from leaf.parquet_io import atomic_path
 from leaf.student import json_write_atomic
 
 log = logging.getLogger(__name__)
 
+# Columns of every result table (table1 .. table4): the row description, then the metrics.
+ROW_KEYS = ["dataset", "teacher", "backbone", "setting", "ratio"]
 TABLE_COLUMNS = [
-    "dataset",
-    "setting",
-    "ratio",
+    *ROW_KEYS,
     "srcc_mean",
     "srcc_std",
     "plcc_mean",
@@ -25,11 +25,8 @@ TABLE_COLUMNS = [
     "n_seeds",
     "plcc_kind",
 ]
-
-
-def setting_name(ratio: float) -> str:
-    """'label-free' for ratio 0, else e.g. '10% MOS'."""
-    return "label-free" if ratio == 0 else f"{ratio * 100:g}% MOS"
+# tables.plcc -> (metrics JSON key, label in the table's plcc_kind column).
+PLCC_KINDS = {"raw": ("plcc", "raw"), "logistic": ("plcc_logistic", "VQEG logistic")}
 
 
 def test_split_scores(
@@ -57,61 +54,52 @@ def teacher_zero_shot_step(points: str, split: str, manifest: str, metrics: str)
     json_write_atomic(record, metrics)
 
 
-def aggregate_runs(records: list[dict]) -> pd.DataFrame:
-    """Mean and sample std over seeds, one row per (dataset, setting)."""
+def plcc_key(plcc_kind: str) -> tuple[str, str]:
+    """(metrics JSON key, table label) of ``tables.plcc`` (raw | logistic)."""
+    if plcc_kind not in PLCC_KINDS:
+        raise ValueError(f"tables.plcc must be one of {sorted(PLCC_KINDS)}, got {plcc_kind!r}")
+    return PLCC_KINDS[plcc_kind]
+
+
+def aggregate_runs(records: list[dict], plcc_kind: str = "raw") -> pd.DataFrame:
+    """Mean and sample std over seeds, one row per distinct row description (:data:`ROW_KEYS`).
+
+    Each record holds the row keys, ``srcc`` and the PLCC key of ``plcc_kind``."""
+    key, label = plcc_key(plcc_kind)
     frame = pd.DataFrame(records)
+    for column in ROW_KEYS:
+        if column not in frame:
+            frame[column] = ""
     rows = []
-    for (dataset, ratio, setting), group in frame.groupby(
-        ["dataset", "ratio", "setting"], sort=False, dropna=False
-    ):
+    for values, group in frame.groupby(ROW_KEYS, sort=False, dropna=False):
+        srcc, plcc = group["srcc"].astype(float), group[key].astype(float)
         rows.append(
             {
-                "dataset": dataset,
-                "setting": setting,
-                "ratio": ratio,
-                "srcc_mean": group["srcc"].mean(),
-                "srcc_std": group["srcc"].std(ddof=1) if len(group) > 1 else 0.0,
-                "plcc_mean": group["plcc"].mean(),
-                "plcc_std": group["plcc"].std(ddof=1) if len(group) > 1 else 0.0,
+                **dict(zip(ROW_KEYS, values, strict=True)),
+                "srcc_mean": srcc.mean(),
+                "srcc_std": srcc.std(ddof=1) if len(group) > 1 else 0.0,
+                "plcc_mean": plcc.mean(),
+                "plcc_std": plcc.std(ddof=1) if len(group) > 1 else 0.0,
                 "n_seeds": len(group),
-                "plcc_kind": "raw",
+                "plcc_kind": label,
             }
         )
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
-def table1_step(
-    run_metrics: list[str],
-    teacher_metrics: list[str],
-    table: str,
-    runs: list[dict],
-    teachers: list[str],
-    setting_prefix: str = "",
-) -> None:
-    """Rule ``table1``: one row per dataset x setting (teacher zero-shot, label-free, x% MOS).
-
-    ``setting_prefix`` is put before the student settings (e.g. "CFT-only " for the baseline
-    table ``table_cft``, which has no teacher rows)."""
-    if len(run_metrics) != len(runs) or len(teacher_metrics) != len(teachers):
-        raise ValueError("table1: metrics inputs and their run descriptions differ in length")
+def results_table_step(metrics: list[str], table: str, rows: list[dict], plcc_kind: str) -> None:
+    """Rule ``results_table`` (table1 .. table4): ``metrics[i]`` is the JSON of the run or
+    teacher described by ``rows[i]`` (see :class:`leaf.experiments.Plan`); one table row per
+    description, mean ± std over its seeds."""
+    if len(metrics) != len(rows):
+        raise ValueError(f"{table}: {len(metrics)} metrics files for {len(rows)} row descriptions")
     records = []
-    for dataset, path in zip(teachers, teacher_metrics, strict=True):
+    for path, row in zip(metrics, rows, strict=True):
         record = json.loads(Path(path).read_text())
-        records.append(
-            {"dataset": dataset, "ratio": np.nan, "setting": "teacher zero-shot", **record}
-        )
-    for run, path in zip(runs, run_metrics, strict=True):
-        record = json.loads(Path(path).read_text())
-        records.append(
-            {
-                "dataset": run["dataset"],
-                "ratio": float(run["ratio"]),
-                "setting": setting_prefix + setting_name(float(run["ratio"])),
-                "srcc": record["srcc"],
-                "plcc": record["plcc"],
-            }
-        )
-    result = aggregate_runs(records)
-    log.info("table1:\n%s", result.to_string(index=False))
-    Path(table).parent.mkdir(parents=True, exist_ok=True)
-    result.to_csv(table, index=False, float_format="%.4f")
+        if "srcc" not in record:
+            raise ValueError(f"{path}: no 'srcc' in the metrics file")
+        records.append({**row, **record})
+    result = aggregate_runs(records, plcc_kind)
+    log.info("%s:\n%s", Path(table).name, result.to_string(index=False))
+    with atomic_path(table) as tmp:
+        result.to_csv(tmp, index=False, float_format="%.4f")

@@ -1,6 +1,6 @@
 # Baselines: "CFT-only", stage 2 alone (a fresh head calibrated on the same MOS subsets, from the
-# same frozen features, without distillation). Target: {results_dir}/table_cft.csv, one row per
-# (dataset, ratio > 0) of tables.table1, setting "CFT-only <x>% MOS".
+# same frozen features, without distillation). Its rows ("CFT-only <x>% MOS") are in tables 1
+# and 2 (tables.<table>.cft_only) and table 3, and its curve in fig4.
 
 
 rule calibrate_cft:
@@ -43,26 +43,3 @@ rule evaluate_cft:
         "../envs/student.yaml"
     script:
         "../scripts/evaluate.py"
-
-
-rule table_cft:
-    input:
-        run_metrics=[
-            f"{RESULTS}/{run['dataset']}/eval/{BACKBONE}/cft_seed{run['seed']}_ratio{run['ratio']}.json"
-            for run in cft_runs()
-        ],
-        teacher_metrics=[],
-    output:
-        table=f"{RESULTS}/table_cft.csv",
-    log:
-        f"{RESULTS}/logs/table_cft.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/table_cft.tsv"
-    conda:
-        "../envs/student.yaml"
-    params:
-        runs=cft_runs(),
-        teachers=[],
-        setting_prefix="CFT-only ",
-    script:
-        "../scripts/table1.py"

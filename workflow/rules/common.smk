@@ -3,16 +3,19 @@
 from snakemake.utils import validate
 
 from leaf.config_checks import check_config
-from leaf.teacher.factory import judgment_config, teacher_hash
+from leaf.experiments import VARIANT_PATTERN, Plan, ratio_label, variant_flags
+from leaf.teacher.factory import judgment_config
 
 validate(config, "../schemas/config.schema.yaml")
 check_config(config)
+# Every run, file and table row behind the configured targets (leaf.experiments.Plan).
+PLAN = Plan(config)
 
 RESULTS = config["results_dir"]
-TEACHER_JUDGMENT = judgment_config(config["teacher"])
-TEACHER_HASH = teacher_hash(config["teacher"])
-BACKBONE = config["student"]["backbone"]
-N_SHARDS = config["teacher"].get("shards", 1)
+# The main teacher's cache hash, the student backbone and the stage-1 variant of the main runs.
+TEACHER_HASH = PLAN.teacher.hash
+BACKBONE = PLAN.backbone
+VARIANT = PLAN.variant
 # Student training mode: "head" (cached features, student.smk's distill/calibrate and
 # evaluate.smk's evaluate) or "full" (end-to-end fine-tuning from the decoded-image cache:
 # image_cache, distill_full, calibrate_full, evaluate_full). Both write the same files.
@@ -24,17 +27,20 @@ wildcard_constraints:
     seed=r"\d+",
     ratio=r"[0-9.]+",
     shard=r"\d+",
+    n_shards=r"\d+",
     teacher_hash="[0-9a-f]{12}",
     backbone="[A-Za-z0-9_.-]+",
-
-
-def ratio_label(ratio):
-    """The ratio as it appears in file names, e.g. 0.1 -> '0.1', 0.0 -> '0'."""
-    return f"{float(ratio):g}"
+    variant=VARIANT_PATTERN,
+    table="table[1-4]",
 
 
 def dataset_config(wildcards):
     return config["datasets"][wildcards.dataset]
+
+
+def split_config(wildcards):
+    """The top-level `split` section with the dataset's own `split` overrides."""
+    return {**config["split"], **dataset_config(wildcards).get("split", {})}
 
 
 def prepare_inputs(wildcards):
@@ -44,62 +50,89 @@ def prepare_inputs(wildcards):
     return {}
 
 
+def teacher_config(wildcards):
+    """The config section of the teacher (main or extra) whose hash is in the path."""
+    return PLAN.teacher_by_hash(wildcards.teacher_hash).config
+
+
+def teacher_judgment(wildcards):
+    return judgment_config(teacher_config(wildcards))
+
+
 def teacher_source(wildcards):
     """The imported judgments file, so that a change of its content reruns the teacher."""
-    if config["teacher"]["backend"] == "import":
-        return {"source": config["teacher"]["import"]["path"]}
+    section = teacher_config(wildcards)
+    if section["backend"] == "import":
+        return {"source": section["import"]["path"]}
     return {}
 
 
-def teacher_dir(wildcards):
-    return f"{RESULTS}/{wildcards.dataset}/teacher/{TEACHER_HASH}"
-
-
-def point_shards(wildcards):
+def teacher_shards(wildcards, kind):
+    """The shard files (kind: points | pairs) of the teacher whose hash is in the path."""
+    n_shards = teacher_config(wildcards).get("shards", 1)
+    folder = f"{RESULTS}/{wildcards.dataset}/teacher/{wildcards.teacher_hash}/shards"
     return [
-        f"{teacher_dir(wildcards)}/shards/points_{shard}-of-{N_SHARDS}.parquet"
-        for shard in range(N_SHARDS)
-    ]
-
-
-def pair_shards(wildcards):
-    return [
-        f"{teacher_dir(wildcards)}/shards/pairs_{shard}-of-{N_SHARDS}.parquet"
-        for shard in range(N_SHARDS)
+        f"{folder}/{kind}_{shard}-of-{n_shards}.parquet" for shard in range(n_shards)
     ]
 
 
 def student_model(wildcards):
     """Label-free (ratio 0) evaluates the distilled model; other ratios the calibrated one."""
-    student_dir = f"{RESULTS}/{wildcards.dataset}/student/{wildcards.backbone}"
-    if float(wildcards.ratio) == 0:
-        return f"{student_dir}/distill_seed{wildcards.seed}.pt"
-    return f"{student_dir}/calibrated_seed{wildcards.seed}_ratio{wildcards.ratio}.pt"
+    return PLAN.student_model(
+        wildcards.dataset,
+        wildcards.backbone,
+        wildcards.teacher_hash,
+        wildcards.variant,
+        wildcards.seed,
+        wildcards.ratio,
+    )
 
 
-def table1_runs():
-    """(dataset, seed, ratio) of every student run reported in table 1."""
-    return [
-        {"dataset": dataset, "seed": seed, "ratio": ratio_label(ratio)}
-        for dataset in config["tables"]["table1"]["datasets"]
-        for ratio in config["calibration"]["ratios"]
-        for seed in config["seeds"]
-    ]
+def main_student_model(wildcards):
+    """The student of the main teacher and stage-1 variant (what deploy packages)."""
+    return PLAN.student_model(
+        wildcards.dataset,
+        wildcards.backbone,
+        TEACHER_HASH,
+        VARIANT,
+        wildcards.seed,
+        wildcards.ratio,
+    )
 
 
-def table1_inputs(wildcards):
+def distill_settings(wildcards):
+    """The `distill` section with the stage-1 flags of the variant in the path."""
+    return {**config["distill"], **variant_flags(wildcards.variant)}
+
+
+def table_inputs(wildcards):
+    return {"metrics": [path for path, _ in PLAN.table_rows(wildcards.table)]}
+
+
+def table_rows(wildcards):
+    return [row for _, row in PLAN.table_rows(wildcards.table)]
+
+
+def fig4_inputs(wildcards):
+    _, leaf_rows, cft_rows = PLAN.fig4_rows()
     return {
-        "run_metrics": [
-            f"{RESULTS}/{run['dataset']}/eval/{BACKBONE}/seed{run['seed']}_ratio{run['ratio']}.json"
-            for run in table1_runs()
-        ],
-        "teacher_metrics": [
-            f"{RESULTS}/{dataset}/eval/teacher_{TEACHER_HASH}.json"
-            for dataset in config["tables"]["table1"]["datasets"]
-        ],
+        "run_metrics": [path for path, _ in leaf_rows],
+        "cft_metrics": [path for path, _ in cft_rows],
     }
 
 
-def cft_runs():
-    """(dataset, seed, ratio) of every CFT-only run: the table1 runs with a MOS ratio > 0."""
-    return [run for run in table1_runs() if float(run["ratio"]) > 0]
+def fig4_params(wildcards, name):
+    dataset, leaf_rows, cft_rows = PLAN.fig4_rows()
+    runs = {"runs": leaf_rows, "cft_runs": cft_rows}
+    return dataset if name == "dataset" else [row for _, row in runs[name]]
+
+
+def fig2_inputs(wildcards):
+    spec = PLAN.fig2_spec()
+    dataset = spec["dataset"]
+    return {
+        "points": f"{RESULTS}/{dataset}/teacher/{TEACHER_HASH}/points.parquet",
+        "split": f"{RESULTS}/{dataset}/split.parquet",
+        "manifest": f"{RESULTS}/{dataset}/manifest.parquet",
+        "subsets": f"{RESULTS}/{dataset}/subsets/seed{spec['seed']}.parquet",
+    }

@@ -51,10 +51,10 @@ rule split:
     conda:
         "../envs/student.yaml"
     params:
-        test_fraction=config["split"]["test_fraction"],
-        seed=config["split"]["seed"],
-        group_by=config["split"].get("group_by"),
-        official_column=config["split"].get("official_column"),
+        test_fraction=lambda wc: split_config(wc)["test_fraction"],
+        seed=lambda wc: split_config(wc)["seed"],
+        group_by=lambda wc: split_config(wc).get("group_by"),
+        official_column=lambda wc: split_config(wc).get("official_column"),
     script:
         "../scripts/split.py"
 
@@ -71,7 +71,8 @@ rule subsets:
     conda:
         "../envs/student.yaml"
     params:
-        ratios=config["calibration"]["ratios"],
+        # Every ratio of a configured table or figure (calibration.ratios, fig4, table3/4).
+        ratios=PLAN.all_ratios(),
         seed=lambda wc: int(wc.seed),
         holdout_fraction=config["calibration"]["holdout_fraction"],
     script:

@@ -8,7 +8,7 @@
 
 rule deploy:
     input:
-        model=student_model,
+        model=main_student_model,
     output:
         artifact=f"{RESULTS}/{{dataset}}/deploy/{{backbone}}_seed{{seed}}_ratio{{ratio}}.leaf.pt",
     log:
@@ -33,9 +33,8 @@ rule deploy:
         run_config=lambda wc: {
             "dataset": {"name": wc.dataset, **dataset_config(wc)},
             "teacher_hash": TEACHER_HASH,
-            **{
-                name: config[name] for name in ("split", "pairs", "student", "distill")
-            },
+            "split": split_config(wc),
+            **{name: config[name] for name in ("pairs", "student", "distill")},
             "calibration": {
                 k: v for k, v in config["calibration"].items() if k != "ratios"
             },

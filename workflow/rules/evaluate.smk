@@ -1,4 +1,5 @@
-# Evaluation on the test split and the result tables.
+# Evaluation of every student on the test split (one metrics JSON per run; tables.smk
+# aggregates them).
 
 
 # student.mode selects how the students are evaluated (same outputs in both modes): head mode
@@ -13,12 +14,12 @@ if STUDENT_MODE == "head":
             manifest=rules.prepare.output.manifest,
             model=student_model,
         output:
-            predictions=f"{RESULTS}/{{dataset}}/eval/{{backbone}}/seed{{seed}}_ratio{{ratio}}.parquet",
-            metrics=f"{RESULTS}/{{dataset}}/eval/{{backbone}}/seed{{seed}}_ratio{{ratio}}.json",
+            predictions=f"{RESULTS}/{{dataset}}/eval/{{backbone}}/{{teacher_hash}}/{{variant}}/seed{{seed}}_ratio{{ratio}}.parquet",
+            metrics=f"{RESULTS}/{{dataset}}/eval/{{backbone}}/{{teacher_hash}}/{{variant}}/seed{{seed}}_ratio{{ratio}}.json",
         log:
-            f"{RESULTS}/logs/{{dataset}}/eval_{{backbone}}/seed{{seed}}_ratio{{ratio}}.log",
+            f"{RESULTS}/logs/{{dataset}}/eval_{{backbone}}/{{teacher_hash}}/{{variant}}/seed{{seed}}_ratio{{ratio}}.log",
         benchmark:
-            f"{RESULTS}/benchmarks/{{dataset}}/eval_{{backbone}}/seed{{seed}}_ratio{{ratio}}.tsv"
+            f"{RESULTS}/benchmarks/{{dataset}}/eval_{{backbone}}/{{teacher_hash}}/{{variant}}/seed{{seed}}_ratio{{ratio}}.tsv"
         conda:
             "../envs/student.yaml"
         script:
@@ -34,32 +35,14 @@ else:
             manifest=rules.prepare.output.manifest,
             model=student_model,
         output:
-            predictions=f"{RESULTS}/{{dataset}}/eval/{{backbone}}/seed{{seed}}_ratio{{ratio}}.parquet",
-            metrics=f"{RESULTS}/{{dataset}}/eval/{{backbone}}/seed{{seed}}_ratio{{ratio}}.json",
+            predictions=f"{RESULTS}/{{dataset}}/eval/{{backbone}}/{{teacher_hash}}/{{variant}}/seed{{seed}}_ratio{{ratio}}.parquet",
+            metrics=f"{RESULTS}/{{dataset}}/eval/{{backbone}}/{{teacher_hash}}/{{variant}}/seed{{seed}}_ratio{{ratio}}.json",
         log:
-            f"{RESULTS}/logs/{{dataset}}/eval_{{backbone}}/seed{{seed}}_ratio{{ratio}}.log",
+            f"{RESULTS}/logs/{{dataset}}/eval_{{backbone}}/{{teacher_hash}}/{{variant}}/seed{{seed}}_ratio{{ratio}}.log",
         benchmark:
-            f"{RESULTS}/benchmarks/{{dataset}}/eval_{{backbone}}/seed{{seed}}_ratio{{ratio}}.tsv"
+            f"{RESULTS}/benchmarks/{{dataset}}/eval_{{backbone}}/{{teacher_hash}}/{{variant}}/seed{{seed}}_ratio{{ratio}}.tsv"
         conda:
             "../envs/student.yaml"
         threads: 2
         script:
             "../scripts/evaluate_full.py"
-
-
-rule table1:
-    input:
-        unpack(table1_inputs),
-    output:
-        table=f"{RESULTS}/table1.csv",
-    log:
-        f"{RESULTS}/logs/table1.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/table1.tsv"
-    conda:
-        "../envs/student.yaml"
-    params:
-        runs=table1_runs(),
-        teachers=config["tables"]["table1"]["datasets"],
-    script:
-        "../scripts/table1.py"

@@ -34,21 +34,21 @@ if STUDENT_MODE == "head":
         input:
             features=rules.features.output.features,
             split=rules.split.output.split,
-            teacher_points=f"{RESULTS}/{{dataset}}/teacher/{TEACHER_HASH}/points.parquet",
-            teacher_pairs=f"{RESULTS}/{{dataset}}/teacher/{TEACHER_HASH}/pairs_kept.parquet",
+            teacher_points=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/points.parquet",
+            teacher_pairs=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/pairs_kept.parquet",
         output:
-            model=f"{RESULTS}/{{dataset}}/student/{{backbone}}/distill_seed{{seed}}.pt",
+            model=f"{RESULTS}/{{dataset}}/student/{{backbone}}/{{teacher_hash}}/{{variant}}/distill_seed{{seed}}.pt",
         log:
-            f"{RESULTS}/logs/{{dataset}}/student_{{backbone}}/distill_seed{{seed}}.log",
+            f"{RESULTS}/logs/{{dataset}}/student_{{backbone}}/{{teacher_hash}}/{{variant}}/distill_seed{{seed}}.log",
         benchmark:
-            f"{RESULTS}/benchmarks/{{dataset}}/student_{{backbone}}/distill_seed{{seed}}.tsv"
+            f"{RESULTS}/benchmarks/{{dataset}}/student_{{backbone}}/{{teacher_hash}}/{{variant}}/distill_seed{{seed}}.tsv"
         conda:
             "../envs/student.yaml"
         threads: 1
         params:
             seed=lambda wc: int(wc.seed),
             head=config["student"]["head"],
-            distill=config["distill"],
+            distill=distill_settings,
         script:
             "../scripts/distill.py"
 
@@ -59,11 +59,11 @@ if STUDENT_MODE == "head":
             subsets=rules.subsets.output.subsets,
             distilled=rules.distill.output.model,
         output:
-            model=f"{RESULTS}/{{dataset}}/student/{{backbone}}/calibrated_seed{{seed}}_ratio{{ratio}}.pt",
+            model=f"{RESULTS}/{{dataset}}/student/{{backbone}}/{{teacher_hash}}/{{variant}}/calibrated_seed{{seed}}_ratio{{ratio}}.pt",
         log:
-            f"{RESULTS}/logs/{{dataset}}/student_{{backbone}}/calibrate_seed{{seed}}_ratio{{ratio}}.log",
+            f"{RESULTS}/logs/{{dataset}}/student_{{backbone}}/{{teacher_hash}}/{{variant}}/calibrate_seed{{seed}}_ratio{{ratio}}.log",
         benchmark:
-            f"{RESULTS}/benchmarks/{{dataset}}/student_{{backbone}}/calibrate_seed{{seed}}_ratio{{ratio}}.tsv"
+            f"{RESULTS}/benchmarks/{{dataset}}/student_{{backbone}}/{{teacher_hash}}/{{variant}}/calibrate_seed{{seed}}_ratio{{ratio}}.tsv"
         conda:
             "../envs/student.yaml"
         threads: 1
@@ -100,14 +100,14 @@ else:
             image_cache=rules.image_cache.output.cache,
             cache_index=rules.image_cache.output.index,
             split=rules.split.output.split,
-            teacher_points=f"{RESULTS}/{{dataset}}/teacher/{TEACHER_HASH}/points.parquet",
-            teacher_pairs=f"{RESULTS}/{{dataset}}/teacher/{TEACHER_HASH}/pairs_kept.parquet",
+            teacher_points=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/points.parquet",
+            teacher_pairs=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/pairs_kept.parquet",
         output:
-            model=f"{RESULTS}/{{dataset}}/student/{{backbone}}/distill_seed{{seed}}.pt",
+            model=f"{RESULTS}/{{dataset}}/student/{{backbone}}/{{teacher_hash}}/{{variant}}/distill_seed{{seed}}.pt",
         log:
-            f"{RESULTS}/logs/{{dataset}}/student_{{backbone}}/distill_seed{{seed}}.log",
+            f"{RESULTS}/logs/{{dataset}}/student_{{backbone}}/{{teacher_hash}}/{{variant}}/distill_seed{{seed}}.log",
         benchmark:
-            f"{RESULTS}/benchmarks/{{dataset}}/student_{{backbone}}/distill_seed{{seed}}.tsv"
+            f"{RESULTS}/benchmarks/{{dataset}}/student_{{backbone}}/{{teacher_hash}}/{{variant}}/distill_seed{{seed}}.tsv"
         conda:
             "../envs/student.yaml"
         threads: 2
@@ -115,7 +115,7 @@ else:
             seed=lambda wc: int(wc.seed),
             backbone=lambda wc: wc.backbone,
             weights=config["student"]["weights"],
-            distill=config["distill"],
+            distill=distill_settings,
             full=config["student"]["full"],
         script:
             "../scripts/distill_full.py"
@@ -128,11 +128,11 @@ else:
             subsets=rules.subsets.output.subsets,
             distilled=rules.distill_full.output.model,
         output:
-            model=f"{RESULTS}/{{dataset}}/student/{{backbone}}/calibrated_seed{{seed}}_ratio{{ratio}}.pt",
+            model=f"{RESULTS}/{{dataset}}/student/{{backbone}}/{{teacher_hash}}/{{variant}}/calibrated_seed{{seed}}_ratio{{ratio}}.pt",
         log:
-            f"{RESULTS}/logs/{{dataset}}/student_{{backbone}}/calibrate_seed{{seed}}_ratio{{ratio}}.log",
+            f"{RESULTS}/logs/{{dataset}}/student_{{backbone}}/{{teacher_hash}}/{{variant}}/calibrate_seed{{seed}}_ratio{{ratio}}.log",
         benchmark:
-            f"{RESULTS}/benchmarks/{{dataset}}/student_{{backbone}}/calibrate_seed{{seed}}_ratio{{ratio}}.tsv"
+            f"{RESULTS}/benchmarks/{{dataset}}/student_{{backbone}}/{{teacher_hash}}/{{variant}}/calibrate_seed{{seed}}_ratio{{ratio}}.tsv"
         conda:
             "../envs/student.yaml"
         threads: 2

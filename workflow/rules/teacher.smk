@@ -1,7 +1,8 @@
 # Teacher stages: point-wise and pair-wise judgments in shards (one job each, e.g. one GPU job
 # per shard on a cluster), merged into the Parquet caches; confidence filtering; the teacher's
-# own zero-shot result. The cache folder is keyed by TEACHER_HASH (teacher config minus tau and
-# shards), so only a change of the judging configuration recomputes it.
+# own zero-shot result. The cache folder is keyed by the teacher hash (teacher config minus name,
+# tau and shards), so only a change of the judging configuration recomputes it. Every configured
+# teacher (`teacher` and `extra_teachers`) runs through these rules under its own hash.
 
 
 rule teacher_point:
@@ -9,17 +10,17 @@ rule teacher_point:
         unpack(teacher_source),
         manifest=rules.prepare.output.manifest,
     output:
-        points=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/shards/points_{{shard}}-of-{N_SHARDS}.parquet",
+        points=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/shards/points_{{shard}}-of-{{n_shards}}.parquet",
     log:
-        f"{RESULTS}/logs/{{dataset}}/teacher_{{teacher_hash}}/point_{{shard}}-of-{N_SHARDS}.log",
+        f"{RESULTS}/logs/{{dataset}}/teacher_{{teacher_hash}}/point_{{shard}}-of-{{n_shards}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/teacher_{{teacher_hash}}/point_{{shard}}-of-{N_SHARDS}.tsv"
+        f"{RESULTS}/benchmarks/{{dataset}}/teacher_{{teacher_hash}}/point_{{shard}}-of-{{n_shards}}.tsv"
     conda:
         "../envs/teacher.yaml"
     params:
-        teacher=TEACHER_JUDGMENT,
+        teacher=teacher_judgment,
         shard=lambda wc: int(wc.shard),
-        n_shards=N_SHARDS,
+        n_shards=lambda wc: int(wc.n_shards),
     script:
         "../scripts/teacher_point.py"
 
@@ -30,24 +31,24 @@ rule teacher_pair:
         manifest=rules.prepare.output.manifest,
         pairs=rules.pairs.output.pairs,
     output:
-        teacher_pairs=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/shards/pairs_{{shard}}-of-{N_SHARDS}.parquet",
+        teacher_pairs=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/shards/pairs_{{shard}}-of-{{n_shards}}.parquet",
     log:
-        f"{RESULTS}/logs/{{dataset}}/teacher_{{teacher_hash}}/pair_{{shard}}-of-{N_SHARDS}.log",
+        f"{RESULTS}/logs/{{dataset}}/teacher_{{teacher_hash}}/pair_{{shard}}-of-{{n_shards}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/teacher_{{teacher_hash}}/pair_{{shard}}-of-{N_SHARDS}.tsv"
+        f"{RESULTS}/benchmarks/{{dataset}}/teacher_{{teacher_hash}}/pair_{{shard}}-of-{{n_shards}}.tsv"
     conda:
         "../envs/teacher.yaml"
     params:
-        teacher=TEACHER_JUDGMENT,
+        teacher=teacher_judgment,
         shard=lambda wc: int(wc.shard),
-        n_shards=N_SHARDS,
+        n_shards=lambda wc: int(wc.n_shards),
     script:
         "../scripts/teacher_pair.py"
 
 
 rule merge_points:
     input:
-        shards=point_shards,
+        shards=lambda wc: teacher_shards(wc, "points"),
     output:
         merged=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/points.parquet",
     log:
@@ -62,7 +63,7 @@ rule merge_points:
 
 rule merge_pairs:
     input:
-        shards=pair_shards,
+        shards=lambda wc: teacher_shards(wc, "pairs"),
     output:
         merged=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/pairs.parquet",
     log:
@@ -87,7 +88,7 @@ rule filter_pairs:
     conda:
         "../envs/student.yaml"
     params:
-        tau=config["teacher"]["tau"],
+        tau=lambda wc: teacher_config(wc)["tau"],
     script:
         "../scripts/filter_pairs.py"
 

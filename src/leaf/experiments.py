@@ -1,0 +1,356 @@
+"""What the result targets are made of: student runs, the files they write, table rows.
+
+A LEAF student run is identified by (dataset, backbone, teacher, distill variant, seed, ratio):
+
+* ``teacher``: the main ``teacher`` section or one of ``extra_teachers`` (table 4's grid),
+  named by ``name`` and stored under its hash (:func:`leaf.teacher.factory.teacher_hash`);
+* ``distill variant``: which stage-1 terms are on, e.g. ``point-pair-conf`` (point term, pair
+  term, pairs weighted by the confidence ω); the main runs use the flags of the ``distill``
+  section, table 3's ablation rows use the others (:data:`ABLATION_ROWS`);
+* ``ratio`` 0 is the label-free (distilled) student, ratio > 0 the calibrated one.
+
+File layout under ``results_dir`` (see docs/design.md)::
+
+    {dataset}/student/{backbone}/{teacher_hash}/{variant}/distill_seed{s}.pt
+    {dataset}/student/{backbone}/{teacher_hash}/{variant}/calibrated_seed{s}_ratio{r}.pt
+    {dataset}/eval/{backbone}/{teacher_hash}/{variant}/seed{s}_ratio{r}.json
+    {dataset}/student/{backbone}/cft_seed{s}_ratio{r}.pt      (CFT-only: no teacher)
+    {dataset}/eval/{backbone}/cft_seed{s}_ratio{r}.json
+    {dataset}/eval/teacher_{teacher_hash}.json                 (teacher zero-shot)
+
+:class:`Plan` turns the config into the (metrics file, row description) lists of every table and
+figure; the rules only pass them on. A table or figure requested without its ``tables`` entry
+raises :class:`leaf.config_checks.ConfigError` naming the missing key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from leaf.config_checks import ConfigError
+from leaf.teacher.factory import teacher_hash
+
+# Stage-1 flag -> the term's name in a variant (ω-weighting only matters with the pair term).
+VARIANT_TERMS = (("use_point", "point"), ("use_pair", "pair"), ("use_omega", "conf"))
+VARIANT_PATTERN = "(point|pair)(-pair)?(-conf)?"
+# Table 3: row name -> stage-1 flags (plus the CFT-only row, stage 2 alone, first).
+ABLATION_ROWS = (
+    ("point", {"use_point": True, "use_pair": False, "use_omega": False}),
+    ("point+pair", {"use_point": True, "use_pair": True, "use_omega": False}),
+    ("pair+confidence", {"use_point": False, "use_pair": True, "use_omega": True}),
+    ("point+pair+confidence", {"use_point": True, "use_pair": True, "use_omega": True}),
+)
+CFT_ONLY = "CFT-only"
+TEACHER_ZERO_SHOT = "teacher zero-shot"
+# Targets that `rule all` builds when their `tables` entry is configured (not null).
+TABLES = ("table1", "table2", "table3", "table4")
+FIGURES = ("fig2", "fig4")
+# Backends whose judgments have no pair-wise part.
+POINT_ONLY_BACKENDS = ("import",)
+
+
+def variant_name(flags: dict) -> str:
+    """``{"use_point": 1, "use_pair": 1, "use_omega": 0}`` -> ``"point-pair"``."""
+    use_point, use_pair = bool(flags.get("use_point", True)), bool(flags.get("use_pair", True))
+    if not (use_point or use_pair):
+        raise ConfigError("distill: use_point and use_pair are both false; nothing to distill")
+    terms = [name for flag, name in VARIANT_TERMS[:2] if bool(flags.get(flag, True))]
+    if use_pair and bool(flags.get("use_omega", True)):
+        terms.append("conf")
+    return "-".join(terms)
+
+
+def variant_flags(name: str) -> dict[str, bool]:
+    """Inverse of :func:`variant_name`: ``"pair-conf"`` -> the three flags."""
+    terms = name.split("-")
+    flags = {flag: term in terms for flag, term in VARIANT_TERMS}
+    known = set(terms) <= {term for _, term in VARIANT_TERMS}
+    if not (known and (flags["use_point"] or flags["use_pair"]) and variant_name(flags) == name):
+        raise ValueError(f"not a distill variant: {name!r} (e.g. point, point-pair-conf)")
+    return flags
+
+
+def ratio_label(ratio: float | str) -> str:
+    """The ratio as it appears in file names: 0.1 -> '0.1', 0.0 -> '0', 1.0 -> '1'."""
+    return f"{float(ratio):g}"
+
+
+def setting_name(ratio: float | str) -> str:
+    """'label-free' for ratio 0, else e.g. '10% MOS'."""
+    value = float(ratio)
+    return "label-free" if value == 0 else f"{value * 100:g}% MOS"
+
+
+def merged_config(configfiles: Sequence[str | Path]) -> dict:
+    """The config Snakemake sees for ``--configfile A B ...``: later files merge into earlier."""
+    from snakemake.utils import update_config
+
+    config: dict = {}
+    for path in configfiles:
+        update_config(config, yaml.safe_load(Path(path).read_text()) or {})
+    return config
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """A configured teacher: its display name, config section and cache hash."""
+
+    name: str
+    config: dict
+    hash: str
+
+    @property
+    def has_pairs(self) -> bool:
+        return self.config["backend"] not in POINT_ONLY_BACKENDS
+
+
+def configured_teachers(config: dict) -> dict[str, Teacher]:
+    """Name -> :class:`Teacher`: the main ``teacher`` first, then ``extra_teachers``."""
+    main = config["teacher"]
+    sections = {main.get("name", "teacher"): ("teacher", main)}
+    for name, section in (config.get("extra_teachers") or {}).items():
+        if section is None:  # dropped (e.g. the demo's extra teacher under another config)
+            continue
+        if name in sections:
+            raise ConfigError(f"extra_teachers.{name}: the name is already used by `teacher`")
+        sections[name] = (f"extra_teachers.{name}", section)
+    teachers, seen = {}, {}
+    for name, (key, section) in sections.items():
+        digest = teacher_hash(section)
+        if digest in seen:
+            raise ConfigError(
+                f"{key} judges exactly like {seen[digest]} (same teacher hash {digest}); "
+                "list each teacher once"
+            )
+        seen[digest] = key
+        teachers[name] = Teacher(name, section, digest)
+    return teachers
+
+
+class Plan:
+    """The runs and files behind every configured table and figure (see the module doc)."""
+
+    def __init__(self, config: dict) -> None:
+        self.config = config
+        self.results = config["results_dir"]
+        # Entries set to null (e.g. to drop a demo entry merged from config/config.yaml) are off.
+        self.tables = {k: v for k, v in (config.get("tables") or {}).items() if v is not None}
+        self.teachers = configured_teachers(config)
+        self.teacher = next(iter(self.teachers.values()))
+        self.backbone = config["student"]["backbone"]
+        self.variant = variant_name(config["distill"])
+        self.seeds = [int(seed) for seed in config["seeds"]]
+        self.ratios = [ratio_label(r) for r in config["calibration"]["ratios"]]
+        self.plcc_kind = self.tables.get("plcc", "raw")
+
+    # --- teachers -------------------------------------------------------------------------
+    def teacher_by_hash(self, digest: str) -> Teacher:
+        for teacher in self.teachers.values():
+            if teacher.hash == digest:
+                return teacher
+        raise KeyError(f"no configured teacher has the hash {digest!r}")
+
+    def teacher_named(self, name: str, key: str) -> Teacher:
+        if name not in self.teachers:
+            raise ConfigError(
+                f"{key} names the teacher {name!r}; configured: {list(self.teachers)}"
+            )
+        return self.teachers[name]
+
+    # --- files ----------------------------------------------------------------------------
+    def student_dir(self, dataset: str, backbone: str, teacher_hash: str, variant: str) -> str:
+        return f"{self.results}/{dataset}/student/{backbone}/{teacher_hash}/{variant}"
+
+    def student_model(
+        self, dataset: str, backbone: str, teacher_hash: str, variant: str, seed, ratio
+    ) -> str:
+        """The distilled model for ratio 0 (label-free), else the calibrated one."""
+        folder = self.student_dir(dataset, backbone, teacher_hash, variant)
+        if float(ratio) == 0:
+            return f"{folder}/distill_seed{seed}.pt"
+        return f"{folder}/calibrated_seed{seed}_ratio{ratio_label(ratio)}.pt"
+
+    def eval_file(self, dataset, backbone, teacher_hash, variant, seed, ratio) -> str:
+        return (
+            f"{self.results}/{dataset}/eval/{backbone}/{teacher_hash}/{variant}/"
+            f"seed{seed}_ratio{ratio_label(ratio)}.json"
+        )
+
+    def cft_eval_file(self, dataset: str, backbone: str, seed, ratio) -> str:
+        name = f"cft_seed{seed}_ratio{ratio_label(ratio)}.json"
+        return f"{self.results}/{dataset}/eval/{backbone}/{name}"
+
+    def teacher_eval_file(self, dataset: str, teacher: Teacher) -> str:
+        return f"{self.results}/{dataset}/eval/teacher_{teacher.hash}.json"
+
+    # --- rows: (metrics file, description) --------------------------------------------------
+    def leaf_rows(
+        self,
+        dataset: str,
+        ratios,
+        teacher: Teacher | None = None,
+        backbone: str | None = None,
+        variant: str | None = None,
+        setting: str | None = None,
+    ) -> list[tuple[str, dict]]:
+        """One row per (ratio, seed) of LEAF runs; ``setting`` overrides the ratio's name."""
+        teacher, backbone = teacher or self.teacher, backbone or self.backbone
+        variant = variant or self.variant
+        return [
+            (
+                self.eval_file(dataset, backbone, teacher.hash, variant, seed, ratio),
+                {
+                    "dataset": dataset,
+                    "teacher": teacher.name,
+                    "backbone": backbone,
+                    "setting": setting or setting_name(ratio),
+                    "ratio": float(ratio),
+                    "seed": seed,
+                },
+            )
+            for ratio in ratios
+            for seed in self.seeds
+        ]
+
+    def cft_rows(self, dataset: str, ratios, backbone: str | None = None, setting=None):
+        """One row per (ratio > 0, seed) of the CFT-only baseline (stage 2 alone)."""
+        backbone = backbone or self.backbone
+        return [
+            (
+                self.cft_eval_file(dataset, backbone, seed, ratio),
+                {
+                    "dataset": dataset,
+                    "teacher": "",
+                    "backbone": backbone,
+                    "setting": setting or f"{CFT_ONLY} {setting_name(ratio)}",
+                    "ratio": float(ratio),
+                    "seed": seed,
+                },
+            )
+            for ratio in ratios
+            if float(ratio) > 0
+            for seed in self.seeds
+        ]
+
+    def teacher_row(self, dataset: str, teacher: Teacher | None = None) -> tuple[str, dict]:
+        teacher = teacher or self.teacher
+        return (
+            self.teacher_eval_file(dataset, teacher),
+            {
+                "dataset": dataset,
+                "teacher": teacher.name,
+                "backbone": "",
+                "setting": TEACHER_ZERO_SHOT,
+                "ratio": float("nan"),
+                "seed": -1,
+            },
+        )
+
+    # --- tables and figures -----------------------------------------------------------------
+    def spec(self, target: str) -> dict:
+        """The ``tables.<target>`` entry, or a ConfigError saying how to configure it."""
+        if target not in self.tables:
+            raise ConfigError(
+                f"{self.results}/{target} was requested but `tables.{target}` is not in the "
+                f"config (configured: {sorted(k for k in self.tables if k != 'plcc')}); see "
+                "config/config.yaml for its keys"
+            )
+        return self.tables[target]
+
+    def dataset_of(self, target: str, spec: dict) -> str:
+        dataset = spec["dataset"]
+        if dataset not in self.config["datasets"]:
+            raise ConfigError(f"tables.{target}.dataset: {dataset!r} is not under `datasets`")
+        return dataset
+
+    def table_rows(self, table: str) -> list[tuple[str, dict]]:
+        """Every (metrics file, row description) of ``table`` (table1 .. table4)."""
+        builders = {
+            "table1": self._benchmark_table,
+            "table2": self._benchmark_table,
+            "table3": self._ablation_table,
+            "table4": self._grid_table,
+        }
+        if table not in builders:
+            raise ConfigError(f"unknown table {table!r}; tables are {sorted(builders)}")
+        return builders[table](table, self.spec(table))
+
+    def _benchmark_table(self, table: str, spec: dict) -> list[tuple[str, dict]]:
+        """Tables 1/2: per dataset the teacher's zero-shot row, LEAF at every ratio, CFT-only."""
+        rows = []
+        for dataset in spec["datasets"]:
+            rows.append(self.teacher_row(dataset))
+            rows += self.leaf_rows(dataset, self.ratios)
+            if spec.get("cft_only", True):
+                rows += self.cft_rows(dataset, self.ratios)
+        return rows
+
+    def _ablation_table(self, table: str, spec: dict) -> list[tuple[str, dict]]:
+        """Table 3: CFT-only and the four stage-1 variants, all at one ratio."""
+        dataset, ratio = self.dataset_of(table, spec), spec["ratio"]
+        if not self.teacher.has_pairs:
+            raise ConfigError(
+                f"tables.{table}: the ablation needs pair judgments, but the teacher backend "
+                f"{self.teacher.config['backend']!r} is point-only"
+            )
+        if float(ratio) <= 0:
+            raise ConfigError(f"tables.{table}.ratio must be > 0 (the ablation is calibrated)")
+        rows = self.cft_rows(dataset, [ratio], setting=CFT_ONLY)
+        for name, flags in ABLATION_ROWS:
+            rows += self.leaf_rows(dataset, [ratio], variant=variant_name(flags), setting=name)
+        return rows
+
+    def _grid_table(self, table: str, spec: dict) -> list[tuple[str, dict]]:
+        """Table 4: every configured teacher x backbone, at each ratio of the entry."""
+        dataset = self.dataset_of(table, spec)
+        names = spec.get("teachers") or list(self.teachers)
+        teachers = [self.teacher_named(name, f"tables.{table}.teachers") for name in names]
+        rows = []
+        for teacher in teachers:
+            rows.append(self.teacher_row(dataset, teacher))
+            for backbone in spec["backbones"]:
+                rows += self.leaf_rows(dataset, spec["ratios"], teacher, backbone)
+        return rows
+
+    def fig4_rows(self) -> tuple[str, list[tuple[str, dict]], list[tuple[str, dict]]]:
+        """(dataset, LEAF rows, CFT-only rows) over the ratios of ``tables.fig4``."""
+        spec = self.spec("fig4")
+        dataset = self.dataset_of("fig4", spec)
+        return (
+            dataset,
+            self.leaf_rows(dataset, spec["ratios"]),
+            self.cft_rows(dataset, spec["ratios"]),
+        )
+
+    def fig2_spec(self) -> dict:
+        """dataset, seed and ratio of ``tables.fig2`` (seed: the first of ``seeds`` by default)."""
+        spec = self.spec("fig2")
+        ratio = float(spec.get("ratio", 0.1))
+        if ratio <= 0:
+            raise ConfigError("tables.fig2.ratio must be > 0 (the calibration's MOS share)")
+        return {
+            "dataset": self.dataset_of("fig2", spec),
+            "seed": int(spec.get("seed", self.seeds[0])),
+            "ratio": ratio,
+        }
+
+    def all_ratios(self) -> list[float]:
+        """Every MOS ratio a configured target uses (the subsets rule draws them all)."""
+        ratios = {float(r) for r in self.ratios}
+        ratios |= {float(r) for r in self.tables.get("fig4", {}).get("ratios", [])}
+        ratios |= {float(r) for r in self.tables.get("table4", {}).get("ratios", [])}
+        if "table3" in self.tables:
+            ratios.add(float(self.tables["table3"]["ratio"]))
+        if "fig2" in self.tables:
+            ratios.add(float(self.tables["fig2"].get("ratio", 0.1)))
+        return sorted(ratios)
+
+    def configured_targets(self) -> list[str]:
+        """Every table and figure that has a (non-null) ``tables`` entry."""
+        targets = [f"{self.results}/{t}.csv" for t in TABLES if t in self.tables]
+        targets += [f"{self.results}/{f}.png" for f in FIGURES if f in self.tables]
+        return targets

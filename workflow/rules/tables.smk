@@ -1,0 +1,80 @@
+# Result tables and figures, each a target under results_dir and part of `snakemake --report`.
+# What goes into each comes from the `tables` section of the config (leaf.experiments.Plan);
+# requesting one that is not configured fails with an error naming the missing key.
+
+
+rule results_table:
+    input:
+        unpack(table_inputs),
+    output:
+        table=report(
+            f"{RESULTS}/{{table}}.csv",
+            caption="../report/table.rst",
+            category="Tables",
+            labels={"table": "{table}"},
+        ),
+    log:
+        f"{RESULTS}/logs/{{table}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{table}}.tsv"
+    conda:
+        "../envs/student.yaml"
+    params:
+        rows=table_rows,
+        plcc_kind=PLAN.plcc_kind,
+    script:
+        "../scripts/results_table.py"
+
+
+rule fig4:
+    input:
+        unpack(fig4_inputs),
+    output:
+        png=report(
+            f"{RESULTS}/fig4.png",
+            caption="../report/fig4.rst",
+            category="Figures",
+            labels={"figure": "fig4"},
+        ),
+        svg=f"{RESULTS}/fig4.svg",
+        csv=f"{RESULTS}/fig4.csv",
+    log:
+        f"{RESULTS}/logs/fig4.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/fig4.tsv"
+    conda:
+        "../envs/student.yaml"
+    params:
+        runs=lambda wc: fig4_params(wc, "runs"),
+        cft_runs=lambda wc: fig4_params(wc, "cft_runs"),
+        dataset=lambda wc: fig4_params(wc, "dataset"),
+        plcc_kind=PLAN.plcc_kind,
+    script:
+        "../scripts/fig4.py"
+
+
+rule fig2:
+    input:
+        unpack(fig2_inputs),
+    output:
+        png=report(
+            f"{RESULTS}/fig2.png",
+            caption="../report/fig2.rst",
+            category="Figures",
+            labels={"figure": "fig2"},
+        ),
+        svg=f"{RESULTS}/fig2.svg",
+        stats=f"{RESULTS}/fig2.json",
+        caption=f"{RESULTS}/fig2_caption.rst",
+    log:
+        f"{RESULTS}/logs/fig2.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/fig2.tsv"
+    conda:
+        "../envs/student.yaml"
+    params:
+        dataset=lambda wc: PLAN.fig2_spec()["dataset"],
+        seed=lambda wc: PLAN.fig2_spec()["seed"],
+        ratio=lambda wc: PLAN.fig2_spec()["ratio"],
+    script:
+        "../scripts/fig2.py"
