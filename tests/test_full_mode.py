@@ -14,13 +14,18 @@ from workflow_helpers import ROOT, TEACHER_RULES, planned_jobs, snakemake
 from leaf.student.backbones import create_backbone
 from leaf.student.full import (
     CachedInputs,
+    fresh_student,
     full_calibrate_step,
+    full_cft_step,
+    full_checkpoint,
     full_distill_step,
     full_predict_step,
     load_full_model,
+    preprocess_of,
 )
 from leaf.student.image_cache import ImageCache, image_cache_step, short_side_size
 from leaf.student.steps import load_checkpoint
+from leaf.student.train import deterministic
 
 N_IMAGES, N_TRAIN = 24, 18
 FULL = {
@@ -209,6 +214,79 @@ def test_head_mode_checkpoints_are_refused(dataset, tmp_path):
     torch.save({"stage": "distill", "head": {}}, path)
     with pytest.raises(ValueError, match="not a full-mode checkpoint"):
         load_full_model(str(path))
+
+
+def test_cft_only_is_calibrate_full_from_imagenet_weights(dataset, tmp_path):
+    """The CFT-only baseline of the full mode runs exactly calibrate_full's stage 2, from the
+    pretrained backbone and a fresh head: calibrating a "distilled" checkpoint that holds that
+    very start gives the same model, history and chosen epoch."""
+    common = {
+        "image_cache": dataset["image_cache"],
+        "cache_index": dataset["cache_index"],
+        "manifest": dataset["manifest"],
+        "subsets": dataset["subsets"],
+        "ratio": 0.3,
+        "seed": 3,
+        "calibration": CALIBRATION,
+        "full": FULL,
+        "threads": 1,
+    }
+    cft = tmp_path / "cft_seed3_ratio0.3.pt"
+    full_cft_step(**common, model=str(cft), backbone="tf_efficientnet_lite0", weights="package")
+
+    network = create_backbone("tf_efficientnet_lite0", "package")
+    with deterministic(3):  # the fresh head full_cft_step starts from (seeded)
+        start = fresh_student(network)
+    preprocess = preprocess_of(network, FULL)
+    stage1 = full_checkpoint(
+        start, backbone="tf_efficientnet_lite0", weights="package", preprocess=preprocess
+    )
+    torch.save(stage1, tmp_path / "imagenet_start.pt")
+    calibrated = tmp_path / "calibrated.pt"
+    full_calibrate_step(
+        **common, distilled=str(tmp_path / "imagenet_start.pt"), model=str(calibrated)
+    )
+
+    baseline, reference = load_checkpoint(str(cft)), load_checkpoint(str(calibrated))
+    assert baseline["distilled"] is False and reference["distilled"] is True
+    assert (baseline["mode"], baseline["stage"]) == ("full", "calibrate")
+    assert (baseline["n_fit"], baseline["n_select"], baseline["ratio"]) == (5, 3, 0.3)
+    assert baseline["preprocess"] == preprocess and baseline["weights"] == "package"
+    assert baseline["head"]["kind"] == "calibrated" and baseline["head"]["config"]["hidden"] == 0
+    assert baseline["history"]["epoch"] == [0, 1, 2]
+    pd.testing.assert_frame_equal(
+        pd.DataFrame(baseline["history"]), pd.DataFrame(reference["history"])
+    )
+    assert baseline["chosen_epoch"] == reference["chosen_epoch"]
+    for part in ("state_dict", "head"):
+        state, other = baseline[part], reference[part]
+        state, other = state.get("state_dict", state), other.get("state_dict", other)
+        assert all(torch.equal(v, other[k]) for k, v in state.items()), part
+
+    # evaluate_full evaluates it unchanged.
+    full_predict_step(
+        image_cache=dataset["image_cache"],
+        cache_index=dataset["cache_index"],
+        split=dataset["split"],
+        manifest=dataset["manifest"],
+        model=str(cft),
+        predictions=str(tmp_path / "cft.parquet"),
+        metrics=str(tmp_path / "cft.json"),
+    )
+    metrics = json.loads((tmp_path / "cft.json").read_text())
+    assert metrics["n"] == N_IMAGES - N_TRAIN and metrics["stage"] == "calibrate"
+    assert metrics["chosen_epoch"] == baseline["chosen_epoch"]
+
+
+def test_cft_only_head_is_fresh_and_seeded():
+    network = create_backbone("tf_efficientnet_lite0", "package")
+    heads = []
+    for seed in (0, 0, 1):
+        with deterministic(seed):
+            heads.append(fresh_student(network).head.state_dict())
+    assert all(torch.equal(v, heads[1][k]) for k, v in heads[0].items())
+    assert not torch.equal(heads[0]["output.weight"], heads[2]["output.weight"])
+    assert heads[0]["output.weight"].shape == (1, network.num_features)
 
 
 E2E_CONFIG = ROOT / "tests" / "data" / "e2e_config.yaml"

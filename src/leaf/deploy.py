@@ -8,14 +8,23 @@ weights_only=True)`` reads it)::
     backbone: {name, weights, num_features, state_dict}
     head: leaf.student.heads.head_checkpoint(...)
     preprocess: {image_size, resize, interpolation, mean, std, crop, pooling}
+                (full mode adds mode: "full", cache_short_side, cache_interpolation)
     calibration: {scale: "mos" | "teacher", mos_mean, mos_std}
-    provenance: {dataset, teacher_hash, teacher_backend, ratio, seed, config_hash, config, stage,
-                 chosen_epoch, select_srcc, select_mse, n_fit, n_select, versions, ...}
+    provenance: {dataset, mode, teacher_hash, teacher_backend, ratio, seed, config_hash, config,
+                 stage, chosen_epoch, select_srcc, select_mse, n_fit, n_select, versions, ...}
 
 :func:`load_artifact` rebuilds a :class:`StudentModel`: a module mapping a batch of preprocessed
 images (the output of :meth:`StudentModel.transform`) to one score per image, on the calibrated
 MOS scale (``calibration.scale == "mos"``) or, for a label-free distilled student, on the
 teacher's level-value scale.
+
+Both student modes deploy. A head-mode student (frozen backbone + trained head) keeps the
+pretrained backbone and the feature extraction's preprocessing (:mod:`leaf.student.features`). A
+full-mode student (:mod:`leaf.student.full`, backbone fine-tuned end to end) takes its backbone
+weights from its checkpoint and the preprocessing of ``evaluate_full``: the image cache's decoding
+(short side ``cache_short_side``, bicubic), then short side ``resize`` (bilinear, antialiased;
+skipped when equal) and a centre crop of ``image_size``
+(:class:`leaf.student.full.EvalTransform`).
 
 Workflow steps: :func:`deploy_step` (rule ``deploy``: one artifact per seed and ratio) and
 :func:`deploy_best_step` (rule ``deploy_best``: the candidate with the best score on the
@@ -47,12 +56,14 @@ from leaf.student.features import (
     default_resize,
     mean_max_pool,
 )
+from leaf.student.full import EvalTransform, artifact_preprocess
 from leaf.student.heads import CalibratedHead, head_from_checkpoint
 
 log = logging.getLogger(__name__)
 
 ARTIFACT_FORMAT = "leaf-student"
 ARTIFACT_VERSION = 1
+STUDENT_MODES = ("head", "full")
 
 
 class ArtifactError(ValueError):
@@ -113,7 +124,11 @@ class StudentModel(nn.Module):
 
 
 def transform_of(preprocess: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
-    """The training-time transform described by an artifact's ``preprocess`` section."""
+    """The evaluation transform described by an artifact's ``preprocess`` section. A full-mode
+    one also has ``read(path)``, which decodes a file exactly as the image cache does (used by
+    :func:`leaf.predict.load_batch`)."""
+    if preprocess.get("mode", "head") == "full":
+        return EvalTransform.from_artifact(preprocess)
     pooling = preprocess.get("pooling", "center_crop")
     if pooling not in POOLING_MODES:
         raise ArtifactError(f"pooling {pooling!r} is not supported by this LEAF version")
@@ -173,13 +188,17 @@ def build_artifact(
     provenance: dict[str, Any] | None = None,
     resize: int | None = None,
     pooling: str = "center_crop",
+    preprocess: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A self-contained artifact of ``head`` (a :func:`~leaf.student.heads.head_checkpoint`
     dict) on top of timm ``backbone``.
 
     ``weights`` is the backbone's pretrained weights ("package", "timm" or a checkpoint path, see
-    :func:`~leaf.student.backbones.create_backbone`) or an already built backbone module. The
-    preprocessing is the one the features were extracted with (:mod:`leaf.student.features`).
+    :func:`~leaf.student.backbones.create_backbone`; a full-mode checkpoint holds its fine-tuned
+    backbone) or an already built backbone module. The preprocessing is the one the features
+    were extracted with (:mod:`leaf.student.features`; from ``image_size``, ``resize`` and
+    ``pooling``) unless a ``preprocess`` section is given (a full-mode student's:
+    :func:`leaf.student.full.artifact_preprocess`).
     """
     if pooling not in POOLING_MODES:
         raise ArtifactError(f"pooling {pooling!r} is not supported (supported: {POOLING_MODES})")
@@ -192,7 +211,19 @@ def build_artifact(
             f"the head takes {head['config']['in_dim']} features but {backbone} with {pooling} "
             f"pooling gives {width}"
         )
-    data_config = preprocess_config(model)
+    if preprocess is None:
+        data_config = preprocess_config(model)
+        preprocess = {
+            "image_size": int(image_size),
+            "resize": int(resize or default_resize(image_size)),
+            "interpolation": str(data_config.get("interpolation", "bicubic")),
+            "mean": [float(v) for v in data_config["mean"]],
+            "std": [float(v) for v in data_config["std"]],
+            "crop": "none" if pooling == "native_meanmax" else "center",
+            "pooling": pooling,
+        }
+    elif preprocess.get("pooling", "center_crop") != pooling:
+        raise ArtifactError(f"preprocess pooling {preprocess.get('pooling')!r} is not {pooling!r}")
     if isinstance(head_module, CalibratedHead):
         calibration = {
             "scale": "mos",
@@ -211,15 +242,7 @@ def build_artifact(
             "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
         },
         "head": head,
-        "preprocess": {
-            "image_size": int(image_size),
-            "resize": int(resize or default_resize(image_size)),
-            "interpolation": str(data_config.get("interpolation", "bicubic")),
-            "mean": [float(v) for v in data_config["mean"]],
-            "std": [float(v) for v in data_config["std"]],
-            "crop": "none" if pooling == "native_meanmax" else "center",
-            "pooling": pooling,
-        },
+        "preprocess": _plain(preprocess),
         "calibration": calibration,
         "provenance": {**_plain(provenance or {}), "versions": _versions()},
     }
@@ -290,13 +313,18 @@ def deploy_step(
 ) -> None:
     """Rule ``deploy``: the artifact of one student checkpoint (calibrated, or distilled for
     ratio 0) with its provenance. ``run_config`` is the part of the run's config that defines the
-    student (stored, and hashed into ``config_hash`` by :func:`canonical_hash`)."""
+    student (stored, and hashed into ``config_hash`` by :func:`canonical_hash`).
+
+    A head-mode checkpoint holds the head only: the backbone is ``weights`` and the preprocessing
+    comes from ``image_size`` and ``pooling``. A full-mode checkpoint (``mode: "full"``) holds
+    its fine-tuned backbone and its input settings, which are used instead (``weights``,
+    ``image_size`` and ``pooling`` are then ignored)."""
     torch.set_num_threads(threads)
     checkpoint = torch.load(model, map_location="cpu", weights_only=True)
-    if checkpoint.get("mode", "head") != "head":
+    mode = checkpoint.get("mode", "head")
+    if mode not in STUDENT_MODES:
         raise ArtifactError(
-            f"{model} is a {checkpoint['mode']!r}-mode student (fine-tuned backbone); artifacts "
-            "are built for head-mode students only so far"
+            f"{model} is a {mode!r}-mode student; artifacts are built for {STUDENT_MODES}"
         )
     if checkpoint.get("backbone") and checkpoint["backbone"] != backbone:
         raise ArtifactError(
@@ -305,6 +333,7 @@ def deploy_step(
     provenance = {
         "dataset": dataset,
         "backbone": backbone,
+        "mode": mode,
         "teacher_hash": teacher_hash,
         "teacher_backend": teacher_backend,
         "ratio": float(ratio),
@@ -317,11 +346,26 @@ def deploy_step(
         **{key: checkpoint[key] for key in ("n_fit", "n_select", "n_images") if key in checkpoint},
         "checkpoint": Path(model).name,
     }
-    built = build_artifact(
-        checkpoint["head"], backbone, weights, image_size, provenance, pooling=pooling
-    )
+    if mode == "full":  # the fine-tuned backbone is read from the checkpoint itself
+        built = build_artifact(
+            checkpoint["head"],
+            backbone,
+            model,
+            provenance=provenance,
+            preprocess=artifact_preprocess(checkpoint["preprocess"]),
+        )
+    else:
+        built = build_artifact(
+            checkpoint["head"], backbone, weights, image_size, provenance, pooling=pooling
+        )
     save_artifact(built, artifact)
-    log.info("wrote %s (%s, %s scale)", artifact, backbone, built["calibration"]["scale"])
+    log.info(
+        "wrote %s (%s, %s mode, %s scale)",
+        artifact,
+        backbone,
+        mode,
+        built["calibration"]["scale"],
+    )
 
 
 def _selection_key(provenance: dict[str, Any]) -> tuple[float, float]:

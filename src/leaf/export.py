@@ -16,7 +16,8 @@ PyTorch model's scores on a batch of images within ``tolerance`` (``|Δ| <= tole
 max(1, |score|)``: absolute for scores up to 1, relative above); otherwise the exported files are
 removed and :class:`ExportMismatchError` is raised. The inputs are the images the model sees after
 preprocessing, so a user of the ONNX file must resize, centre-crop and normalise as recorded in
-``leaf.preprocess`` (see :func:`leaf.deploy.transform_of`).
+``leaf.preprocess`` (see :func:`leaf.deploy.transform_of`; a full-mode student's recipe starts
+with the image cache's resize to ``cache_short_side``, see docs/predict.md).
 """
 
 from __future__ import annotations

@@ -153,15 +153,26 @@ def chunked(items: Iterable[Path], size: int) -> Iterator[list[Path]]:
         yield chunk
 
 
+def read_image(path: str | Path, transform: Callable[[Image.Image], torch.Tensor]) -> torch.Tensor:
+    """The model input of the image file at ``path``: ``transform.read(path)`` when the
+    transform decodes files itself (a full-mode student: the image cache's decoding, see
+    :class:`leaf.student.full.EvalTransform`), else ``transform`` of the image in RGB."""
+    read = getattr(transform, "read", None)
+    if read is not None:
+        return read(path)
+    with Image.open(path) as image:
+        return transform(image.convert("RGB"))
+
+
 def load_batch(
     paths: Iterable[Path], transform: Callable[[Image.Image], torch.Tensor]
 ) -> ImageBatch:
-    """Read and transform ``paths``; a file that cannot be decoded is recorded, not raised."""
+    """Read and transform ``paths`` (:func:`read_image`); a file that cannot be decoded is
+    recorded, not raised."""
     batch = ImageBatch()
     for path in paths:
         try:
-            with Image.open(path) as image:
-                tensor = transform(image.convert("RGB"))
+            tensor = read_image(path, transform)
         except Exception as err:  # any decoding failure: report and go on
             batch.errors.append((str(path), f"{type(err).__name__}: {err}"))
             continue

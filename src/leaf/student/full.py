@@ -20,6 +20,10 @@ from the decoded-image cache (:mod:`leaf.student.image_cache`):
   scale of the fit subset), fine-tuned with :func:`~leaf.student.losses.calibration_loss`; the
   epoch (0 = before fine-tuning) is selected on the held-out ``select`` part exactly as in head
   mode (never on test data).
+* the CFT-only baseline (:func:`full_cft_step`): the same stage 2, started from the pretrained
+  backbone and a fresh head (:func:`fresh_student`) instead of the stage-1 model.
+* deployment: :class:`EvalTransform` reproduces the evaluation input from an image file (the
+  image cache's decoding, then the evaluation crop), for the artifacts of :mod:`leaf.deploy`.
 
 Runs are deterministic on CPU for a fixed seed and thread count (all randomness, augmentation
 included, comes from the generators seeded by :func:`~leaf.student.train.deterministic`).
@@ -39,11 +43,13 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 from torch import nn
 
 from leaf.metrics import srcc
@@ -57,7 +63,7 @@ from leaf.student.heads import (
     head_checkpoint,
     head_from_checkpoint,
 )
-from leaf.student.image_cache import ImageCache
+from leaf.student.image_cache import ImageCache, decode_resized, short_side_size
 from leaf.student.losses import calibration_loss, distill_loss
 from leaf.student.steps import (
     _history_records,
@@ -106,6 +112,12 @@ class FullStudent(nn.Module):
         return self.head.forward_standardised(self.features(images))
 
 
+def fresh_student(backbone: nn.Module) -> FullStudent:
+    """``backbone`` + a fresh one-output linear :class:`~leaf.student.heads.QualityHead` (torch's
+    default initialisation, from the global RNG: seed it for a reproducible head)."""
+    return FullStudent(backbone, QualityHead(int(backbone.num_features)))
+
+
 @dataclass(frozen=True)
 class Precision:
     """Device and autocast dtype (None: float32) of a run."""
@@ -137,6 +149,42 @@ def choose_precision(amp: bool, device: str | torch.device | None = None) -> Pre
     return Precision(device)
 
 
+def _v2():
+    """torchvision's ``transforms.v2`` (made importable beside the CPU torch build)."""
+    ensure_torchvision_importable()
+    from torchvision.transforms import v2
+
+    return v2
+
+
+def pixels_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 pixels (height, width, 3) -> a (3, height, width) uint8 tensor (a copy with
+    channels-last strides: the fast uint8 resize path)."""
+    return torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(2, 0, 1)
+
+
+def eval_crop(image: torch.Tensor, resize: int, crop: int) -> torch.Tensor:
+    """The evaluation input of a uint8 image (3, h, w): short side resized to ``resize``
+    (bilinear, antialiased; skipped when it already is), then centre-cropped to ``crop``."""
+    v2 = _v2()
+    if min(image.shape[-2:]) != resize:
+        image = v2.functional.resize(
+            image, resize, interpolation=v2.InterpolationMode.BILINEAR, antialias=True
+        )
+    return v2.functional.center_crop(image, [crop, crop])
+
+
+def pixel_statistic(values: tuple[float, ...] | list[float]) -> torch.Tensor:
+    """A per-channel mean or std on the 0-255 pixel scale, shaped (3, 1, 1) (broadcasts over
+    one image or a batch)."""
+    return torch.tensor(values, dtype=torch.float32).view(3, 1, 1) * 255
+
+
+def normalise(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 model input, with :func:`pixel_statistic` ``mean`` and ``std``."""
+    return (pixels.float() - mean) / std
+
+
 class CachedInputs:
     """Model inputs cut from the decoded-image cache.
 
@@ -154,18 +202,13 @@ class CachedInputs:
         std: tuple[float, ...],
         channels_last: bool = False,
     ):
-        ensure_torchvision_importable()
-        from torchvision.transforms import v2
-
         self.cache, self.crop, self.resize, self.channels_last = cache, crop, resize, channels_last
-        self._v2 = v2
-        self._mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255
-        self._std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255
+        self._v2 = _v2()
+        self._mean, self._std = pixel_statistic(mean), pixel_statistic(std)
 
     def _image(self, row: int) -> torch.Tensor:
-        """Cached image ``row`` as a (3, h, w) uint8 view (channels-last strides: the fast
-        uint8 resize path)."""
-        return torch.from_numpy(np.array(self.cache[row])).permute(2, 0, 1)
+        """Cached image ``row`` as a (3, h, w) uint8 tensor."""
+        return pixels_tensor(self.cache[row])
 
     def _train_crop(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Random resized crop (torchvision's sampling, with ``generator``) + random flip."""
@@ -201,17 +244,6 @@ class CachedInputs:
             crop = crop.flip(-1)
         return crop
 
-    def _eval_crop(self, image: torch.Tensor) -> torch.Tensor:
-        """Resize the short side to ``resize`` (if it differs), then centre-crop ``crop``."""
-        if min(image.shape[-2:]) != self.resize:
-            image = self._v2.functional.resize(
-                image,
-                self.resize,
-                interpolation=self._v2.InterpolationMode.BILINEAR,
-                antialias=True,
-            )
-        return self._v2.functional.center_crop(image, [self.crop, self.crop])
-
     def batch(
         self, rows: np.ndarray | torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
@@ -219,18 +251,87 @@ class CachedInputs:
         ``generator`` is given, evaluation crops otherwise."""
         images = [self._image(int(row)) for row in rows]
         if generator is None:
-            crops = [self._eval_crop(image) for image in images]
+            crops = [eval_crop(image, self.resize, self.crop) for image in images]
         else:
             crops = [self._train_crop(image, generator) for image in images]
         return torch.stack([crop.contiguous() for crop in crops])
 
     def to_model(self, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
         """uint8 crops -> normalised float32 model input on ``device``."""
-        batch = batch.to(device, non_blocking=True).float()
-        batch = (batch - self._mean.to(device)) / self._std.to(device)
+        batch = normalise(
+            batch.to(device, non_blocking=True), self._mean.to(device), self._std.to(device)
+        )
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch
+
+
+class EvalTransform:
+    """One image -> the model input a full-mode student is evaluated on: the image-cache
+    decoding (:func:`~leaf.student.image_cache.decode_resized`: RGB, short side
+    ``cache_short_side``, bicubic) followed by the evaluation crop of :class:`CachedInputs`
+    (:func:`eval_crop`) and its normalisation, float32 (3, crop, crop).
+
+    Calling it on a PIL image skips the cache's JPEG draft decoding (the image is already
+    decoded); :meth:`read` decodes a file exactly as the image cache does.
+    """
+
+    def __init__(
+        self,
+        cache_short_side: int,
+        resize: int,
+        crop: int,
+        mean: tuple[float, ...] | list[float],
+        std: tuple[float, ...] | list[float],
+    ):
+        self.cache_short_side = int(cache_short_side)
+        self.resize, self.crop = int(resize), int(crop)
+        self._mean, self._std = pixel_statistic(mean), pixel_statistic(std)
+
+    @classmethod
+    def from_artifact(cls, preprocess: dict[str, Any]) -> EvalTransform:
+        """The transform of an artifact ``preprocess`` section made by
+        :func:`artifact_preprocess`."""
+        return cls(
+            preprocess["cache_short_side"],
+            preprocess["resize"],
+            preprocess["image_size"],
+            preprocess["mean"],
+            preprocess["std"],
+        )
+
+    def from_pixels(self, pixels: np.ndarray) -> torch.Tensor:
+        """Cached-size uint8 pixels (height, width, 3) -> the model input."""
+        crop = eval_crop(pixels_tensor(pixels), self.resize, self.crop).contiguous()
+        return normalise(crop, self._mean, self._std)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        size = short_side_size(*image.size, self.cache_short_side)
+        pixels = image.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+        return self.from_pixels(np.asarray(pixels))
+
+    def read(self, path: str | Path) -> torch.Tensor:
+        """The model input of the image file at ``path``, decoded as the image cache does."""
+        return self.from_pixels(decode_resized(path, self.cache_short_side))
+
+
+def artifact_preprocess(preprocess: dict[str, Any]) -> dict[str, Any]:
+    """The ``preprocess`` section of a deployed artifact (:mod:`leaf.deploy`) of a full-mode
+    checkpoint with input settings ``preprocess`` (see :func:`preprocess_of`): the keys of a
+    head-mode artifact (``resize``/``interpolation`` describe the second, evaluation resize) plus
+    ``mode: "full"`` and the image cache's ``cache_short_side``/``cache_interpolation``."""
+    return {
+        "mode": "full",
+        "cache_short_side": int(preprocess["cache_short_side"]),
+        "cache_interpolation": "bicubic",
+        "image_size": int(preprocess["crop"]),
+        "resize": int(preprocess["resize"]),
+        "interpolation": "bilinear",
+        "mean": [float(v) for v in preprocess["mean"]],
+        "std": [float(v) for v in preprocess["std"]],
+        "crop": "center",
+        "pooling": "center_crop",
+    }
 
 
 def embed_cached(
@@ -343,7 +444,7 @@ def distill_full(
     device = precision.device
 
     with deterministic(seed) as generator:
-        model = FullStudent(backbone, QualityHead(int(backbone.num_features)))
+        model = fresh_student(backbone)
         if use_point:
             with torch.no_grad():
                 model.head.output.bias.fill_(float(scores.mean()))
@@ -589,26 +690,27 @@ def full_distill_step(
     )
 
 
-def full_calibrate_step(
+def _calibrate_and_save(
+    student: FullStudent,
+    preprocess: dict[str, Any],
+    backbone: str,
+    weights: str,
+    distilled: bool,
+    *,
     image_cache: str,
     cache_index: str,
     manifest: str,
     subsets: str,
-    distilled: str,
     model: str,
     ratio: float,
     seed: int,
     calibration: dict,
     full: dict,
-    threads: int = 1,
 ) -> None:
-    """Rule ``calibrate_full``: stage 2 of the full mode on the MOS subset of ``ratio``, from
-    the stage-1 checkpoint ``distilled``. ``calibration`` gives lambda_cal, ``full`` the
-    optimiser settings (epochs_calibrate, lr, weight_decay, batch_size, amp, channels_last);
-    the input settings are the stage-1 checkpoint's."""
-    torch.set_num_threads(threads)
-    student, stage1 = load_full_model(distilled)
-    inputs = _inputs(image_cache, cache_index, stage1["preprocess"], full)
+    """Stage 2 (:func:`calibrate_full`) of ``student`` on the MOS subset of ``ratio``, saved as
+    a calibrate checkpoint at ``model``; shared by the distilled student and the CFT-only
+    baseline, so that both run exactly the same stage 2."""
+    inputs = _inputs(image_cache, cache_index, preprocess, full)
     fit_ids, fit_mos, select_ids, select_mos = calibration_subset(manifest, subsets, ratio)
     calibrated, chosen_epoch, history = calibrate_full(
         student,
@@ -628,16 +730,94 @@ def full_calibrate_step(
             history=_history_records(history),
             seed=int(seed),
             ratio=float(ratio),
-            backbone=stage1["backbone"],
-            weights=stage1["weights"],
-            preprocess=stage1["preprocess"],
+            backbone=backbone,
+            weights=weights,
+            preprocess=preprocess,
             full=dict(full),
-            distilled=True,
+            distilled=distilled,
             n_fit=len(fit_ids),
             n_select=len(select_ids),
             chosen_epoch=int(chosen_epoch),
         ),
         model,
+    )
+
+
+def full_calibrate_step(
+    image_cache: str,
+    cache_index: str,
+    manifest: str,
+    subsets: str,
+    distilled: str,
+    model: str,
+    ratio: float,
+    seed: int,
+    calibration: dict,
+    full: dict,
+    threads: int = 1,
+) -> None:
+    """Rule ``calibrate_full``: stage 2 of the full mode on the MOS subset of ``ratio``, from
+    the stage-1 checkpoint ``distilled``. ``calibration`` gives lambda_cal, ``full`` the
+    optimiser settings (epochs_calibrate, lr, weight_decay, batch_size, amp, channels_last);
+    the input settings are the stage-1 checkpoint's."""
+    torch.set_num_threads(threads)
+    student, stage1 = load_full_model(distilled)
+    _calibrate_and_save(
+        student,
+        stage1["preprocess"],
+        stage1["backbone"],
+        stage1["weights"],
+        distilled=True,
+        image_cache=image_cache,
+        cache_index=cache_index,
+        manifest=manifest,
+        subsets=subsets,
+        model=model,
+        ratio=ratio,
+        seed=seed,
+        calibration=calibration,
+        full=full,
+    )
+
+
+def full_cft_step(
+    image_cache: str,
+    cache_index: str,
+    manifest: str,
+    subsets: str,
+    model: str,
+    ratio: float,
+    seed: int,
+    backbone: str,
+    weights: str,
+    calibration: dict,
+    full: dict,
+    threads: int = 1,
+) -> None:
+    """Rule ``calibrate_cft`` of the full mode, the CFT-only baseline: stage 2 alone, exactly as
+    :func:`full_calibrate_step` runs it, but from the pretrained ``backbone`` (``weights``, e.g.
+    ImageNet) and a fresh one-output head (:func:`fresh_student`, initialised under ``seed``)
+    instead of a distilled student. The input settings come from ``full``, as in stage 1. The
+    checkpoint (``distilled: False``) is evaluated by :func:`full_predict_step` like any other."""
+    torch.set_num_threads(threads)
+    network = create_backbone(backbone, weights)
+    with deterministic(int(seed)):
+        student = fresh_student(network)
+    _calibrate_and_save(
+        student,
+        preprocess_of(network, full),
+        backbone,
+        weights,
+        distilled=False,
+        image_cache=image_cache,
+        cache_index=cache_index,
+        manifest=manifest,
+        subsets=subsets,
+        model=model,
+        ratio=ratio,
+        seed=seed,
+        calibration=calibration,
+        full=full,
     )
 
 
