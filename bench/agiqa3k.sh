@@ -3,12 +3,12 @@
 #
 #   bash bench/agiqa3k.sh            # from the repository root (any folder works)
 #
-# 1. config/agiqa3k_qbench.yaml, all its targets (`rule all`): manifest, split, the four teacher
-#    imports (mPLUG-Owl main; LLaVA-1.5, Qwen-VL, Shikra as extra_teachers), native-size
-#    EfficientNet-Lite0 features (once), 5 seeds x {label-free, 10%, 30% MOS} per teacher, the
-#    CFT-only baseline -> results/agiqa3k_qbench/table1.csv (mPLUG-Owl + CFT-only) and
-#    table4.csv (every teacher). Timed.
-# 2. docs/results.md: the generated block (tables, per-seed LEAF vs CFT-only, wall time per
+# 1. config/agiqa3k_qbench.yaml, table1 (timed: the 15-minute goal): manifest, split, the
+#    mPLUG-Owl import, native-size EfficientNet-Lite0 features, 5 seeds x {label-free, 10%,
+#    30% MOS}, the CFT-only baseline -> results/agiqa3k_qbench/table1.csv.
+# 2. The rest of `rule all` (timed separately): the other teachers (LLaVA-1.5, Qwen-VL, Shikra,
+#    the Q-Bench ensemble) with the same student and the cached features -> table4.csv.
+# 3. docs/results.md: the generated block (tables, per-seed LEAF vs CFT-only, wall time per
 #    stage from the Snakemake benchmark files, machine) is replaced; the prose around it stays.
 #
 # Environment: CORES (default 2); FRESH=1 (default) deletes results/agiqa3k_qbench first so the
@@ -29,10 +29,14 @@ done
 
 [[ $FRESH == 1 ]] && rm -rf "$MAIN"
 start=$(date +%s)
-snakemake --cores "$CORES" --configfile "${CONFIGS[@]}"
+snakemake --cores "$CORES" --configfile "${CONFIGS[@]}" -- "$MAIN/table1.csv"
 wall=$(($(date +%s) - start))
-echo "AGIQA-3K run: ${wall} s wall"
+echo "AGIQA-3K table1 (mPLUG-Owl, features included): ${wall} s wall"
+start=$(date +%s)
+snakemake --cores "$CORES" --configfile "${CONFIGS[@]}"
+others=$(($(date +%s) - start))
+echo "AGIQA-3K other teachers (table4): ${others} s wall"
 
 python -m leaf.report_results --doc docs/results.md --configfile "${CONFIGS[@]}" \
-    --gap-ratio 0.1 --wall-seconds "$wall"
+    --gap-ratio 0.1 --wall-seconds "$wall" --extra-wall-seconds "$others"
 echo "updated docs/results.md"

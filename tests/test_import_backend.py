@@ -12,7 +12,13 @@ from scipy.stats import spearmanr
 
 from leaf.teacher.backend import Levels, TeacherOutputError
 from leaf.teacher.cache import read_cache
-from leaf.teacher.import_backend import ImportedTeacher, PointOnlyTeacherError, read_qbench_json
+from leaf.teacher.factory import make_backend
+from leaf.teacher.import_backend import (
+    ImportedEnsemble,
+    ImportedTeacher,
+    PointOnlyTeacherError,
+    read_qbench_json,
+)
 from leaf.teacher.steps import teacher_points_step
 
 FIXTURES = Path(__file__).parent / "fixtures" / "qbench"
@@ -172,3 +178,48 @@ def test_mplug_owl_import_reaches_the_published_srcc(tmp_path):
     srcc = spearmanr(joined["score"], joined["mos_quality"]).statistic
     assert srcc == pytest.approx(0.687, abs=0.01)
     assert np.all((cache["score"] >= 0) & (cache["score"] <= 1))
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def test_ensemble_mixes_the_members_level_probabilities():
+    # The images both fixture files judge.
+    names = sorted(
+        {r["img_path"] for r in _fixture_records(TWO_LEVELS)}
+        & {r["img_path"] for r in _fixture_records(THREE_LEVELS)}
+    )
+    assert len(names) >= 2
+    paths = _image_paths(names)
+    ensemble = make_backend(
+        {
+            "backend": "import",
+            "levels": {"words": ["good", "poor"], "values": [1, 0]},
+            "import": {"path": [str(TWO_LEVELS), str(THREE_LEVELS)]},
+        }
+    )
+    assert isinstance(ensemble, ImportedEnsemble) and ensemble.point_only
+    members = [ImportedTeacher(GOOD_POOR, str(p)) for p in (TWO_LEVELS, THREE_LEVELS)]
+    expected = np.mean([_softmax(m.point_logliks(paths)) for m in members], axis=0)
+    mixed = np.exp(ensemble.point_logliks(paths))
+    np.testing.assert_allclose(mixed, expected, rtol=1e-12)
+    np.testing.assert_allclose(mixed.sum(axis=1), 1.0)
+    # The score (v = 1, 0) is the mean of the members' p(good); it differs from each member's.
+    score = mixed[:, 0]
+    member_scores = [_softmax(m.point_logliks(paths))[:, 0] for m in members]
+    np.testing.assert_allclose(score, np.mean(member_scores, axis=0))
+    assert not any(np.allclose(score, s) for s in member_scores)
+    provenance = ensemble.provenance()
+    assert [m["source_path"] for m in provenance["members"]] == [str(TWO_LEVELS), str(THREE_LEVELS)]
+    with pytest.raises(PointOnlyTeacherError):
+        ensemble.pair_logprobs(paths[:1], paths[1:2])
+
+
+def test_ensemble_needs_two_files_and_names_a_missing_image():
+    with pytest.raises(ValueError, match="at least two files"):
+        ImportedEnsemble(GOOD_POOR, [str(TWO_LEVELS)])
+    ensemble = ImportedEnsemble(GOOD_POOR, [str(TWO_LEVELS), str(THREE_LEVELS)])
+    with pytest.raises(ValueError, match="no judgment in the file.*nowhere.jpg"):
+        ensemble.point_logliks(_image_paths(["gen_a_000.jpg", "nowhere.jpg"]))

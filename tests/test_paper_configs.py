@@ -173,8 +173,11 @@ def qbench_override(tmp_path: Path) -> Path:
             "LLaVA-1.5": {"import": {"path": str(two)}},
             "Qwen-VL": {"import": {"path": str(three)}},
             "Shikra": None,  # would judge exactly like LLaVA-1.5 on the same fixture
+            "Q-Bench ensemble": {"import": {"path": [str(two), str(three)]}},
         },
-        "tables": {"table4": {"teachers": ["mPLUG-Owl", "LLaVA-1.5", "Qwen-VL"]}},
+        "tables": {
+            "table4": {"teachers": ["mPLUG-Owl", "LLaVA-1.5", "Qwen-VL", "Q-Bench ensemble"]}
+        },
     }
     return write_override(tmp_path / "override.yaml", settings)
 
@@ -188,12 +191,15 @@ def test_agiqa3k_qbench_config_is_point_only_and_native(tmp_path):
     )
     assert config["student"]["pooling"] == "native_meanmax"
     assert config["distill"]["use_pair"] is False  # the imported teachers are point-only
+    folder = (ROOT / config["teacher"]["import"]["path"]).parent
     for name, teacher in config["extra_teachers"].items():
         if teacher is not None:
-            source = ROOT / teacher["import"]["path"]
-            assert source.parent == (ROOT / config["teacher"]["import"]["path"]).parent, name
-            if (ROOT / "../shared").exists():
-                assert source.is_file(), source
+            sources = teacher["import"]["path"]
+            for source in [sources] if isinstance(sources, str) else sources:
+                assert (ROOT / source).parent == folder, name
+                if (ROOT / "../shared").exists():
+                    assert (ROOT / source).is_file(), source
+    assert len(config["extra_teachers"]["Q-Bench ensemble"]["import"]["path"]) == 4
     configfiles = [QBENCH, qbench_override(tmp_path)]
     jobs = planned_jobs(tmp_path, "results/agiqa3k_qbench/table1.csv", configfiles=configfiles)
     assert jobs["distill"] == N_SEEDS and jobs["evaluate"] == N_SEEDS * N_RATIOS
@@ -203,6 +209,6 @@ def test_agiqa3k_qbench_config_is_point_only_and_native(tmp_path):
 
     # rule all: table1 + table4 (the teacher grid): every teacher once, the features once.
     everything = planned_jobs(tmp_path, configfiles=configfiles)
-    assert everything["teacher_point"] == everything["teacher_zero_shot"] == 3
-    assert everything["features"] == 1 and everything["distill"] == 3 * N_SEEDS
+    assert everything["teacher_point"] == everything["teacher_zero_shot"] == 4
+    assert everything["features"] == 1 and everything["distill"] == 4 * N_SEEDS
     assert everything["results_table"] == 2

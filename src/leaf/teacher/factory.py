@@ -85,10 +85,12 @@ def make_backend(teacher_cfg: dict) -> TeacherBackend:
 
         return BrisqueTeacher(levels, **options)
     if name == "import":
-        from leaf.teacher.import_backend import ImportedTeacher
+        from leaf.teacher.import_backend import ImportedEnsemble, ImportedTeacher
 
         if "path" not in options:
             raise ValueError("teacher backend 'import' needs teacher.import.path")
+        if isinstance(options["path"], list):  # several files: an ensemble
+            return ImportedEnsemble(levels, **options)
         return ImportedTeacher(levels, **options)
     module_name, class_name = LAZY_BACKENDS[name]
     try:

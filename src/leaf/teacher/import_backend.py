@@ -17,6 +17,12 @@ not configured is ignored (with a warning). Images are matched by file name: a r
 key (e.g. ``AttnGAN_normal_000.jpg`` or ``sub/x.png``) matches a path that ends with it, the
 longest matching key winning.
 
+An ensemble of imports (``path`` a list of files, :class:`ImportedEnsemble`) judges each image
+by the mixture of its members' level distributions: p_k = mean over members of softmax(logits)_k,
+log-likelihood log p_k. Its score Σ v_k p_k is then the mean of the members' scores. Every member
+is read with the same level words (e.g. Qwen-VL's ``excellent``/``good``/``poor`` file read with
+``good``/``poor``); no weights are fitted, so no label is involved.
+
 Imports have no pair judgments: :meth:`ImportedTeacher.pair_logprobs` raises
 :class:`PointOnlyTeacherError` and the backend sets ``point_only = True``, which the pipeline
 records as ``point_only: true`` in the cache metadata.
@@ -206,4 +212,45 @@ class ImportedTeacher:
             "logprob_mode": "imported logits of the level words (softmax over level words)",
             "ignored_words": self.ignored_words,
             "n_records": len(self.logits),
+        }
+
+
+class ImportedEnsemble:
+    """A point-only TeacherBackend mixing the level distributions of several imported files
+    (see the module docstring). Takes the :class:`ImportedTeacher` arguments with ``path`` a
+    list of files (each read with the same ``format``/``image_column`` options)."""
+
+    name = "import"
+    point_only = True
+
+    def __init__(
+        self,
+        levels: Levels,
+        path: Sequence[str],
+        format: str | None = None,
+        image_column: str | None = None,
+    ) -> None:
+        if len(path) < 2:
+            raise ValueError(f"an import ensemble needs at least two files, got {list(path)}")
+        self.levels = levels
+        self.members = [ImportedTeacher(levels, member, format, image_column) for member in path]
+
+    def point_logliks(self, paths: Sequence[str]) -> np.ndarray:
+        """(n, K) log of the members' mean level probabilities for the images at ``paths``."""
+        probabilities = []
+        for member in self.members:
+            logits = member.point_logliks(paths)
+            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+            probabilities.append(shifted / shifted.sum(axis=1, keepdims=True))
+        return np.log(np.mean(probabilities, axis=0))
+
+    def pair_logprobs(self, paths_a: Sequence[str], paths_b: Sequence[str]) -> np.ndarray:
+        return self.members[0].pair_logprobs(paths_a, paths_b)
+
+    def provenance(self) -> dict:
+        return {
+            "backend": self.name,
+            "point_only": True,
+            "ensemble": "mean of the members' level probabilities",
+            "members": [member.provenance() for member in self.members],
         }
