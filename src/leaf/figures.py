@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from leaf.metrics import finite_or_none, plcc, srcc
 from leaf.parquet_io import atomic_path
 from leaf.student import json_write_atomic
-from leaf.tables import aggregate_runs, plcc_key, test_split_scores
+from leaf.tables import METRIC_COLUMNS, aggregate_runs, plcc_key, test_split_scores
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +32,7 @@ DPI = 150
 RC_PARAMS = {"svg.fonttype": "none", "svg.hashsalt": "leaf"}
 
 LEAF, CFT = "LEAF", "CFT-only"
-FIG4_COLUMNS = [
-    "method",
-    "ratio",
-    "srcc_mean",
-    "srcc_std",
-    "plcc_mean",
-    "plcc_std",
-    "n_seeds",
-    "plcc_kind",
-]
+FIG4_COLUMNS = ["method", "ratio", *METRIC_COLUMNS]
 #: method -> (marker, horizontal offset on the categorical axis, so error bars do not overlap)
 FIG4_STYLES = {LEAF: ("o", -0.06), CFT: ("s", 0.06)}
 

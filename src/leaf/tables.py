@@ -16,15 +16,9 @@ log = logging.getLogger(__name__)
 
 # Columns of every result table (table1 .. table4): the row description, then the metrics.
 ROW_KEYS = ["dataset", "teacher", "backbone", "setting", "ratio"]
-TABLE_COLUMNS = [
-    *ROW_KEYS,
-    "srcc_mean",
-    "srcc_std",
-    "plcc_mean",
-    "plcc_std",
-    "n_seeds",
-    "plcc_kind",
-]
+# The aggregated metrics of a row (tables and fig4.csv).
+METRIC_COLUMNS = ["srcc_mean", "srcc_std", "plcc_mean", "plcc_std", "n_seeds", "plcc_kind"]
+TABLE_COLUMNS = [*ROW_KEYS, *METRIC_COLUMNS]
 # tables.plcc -> (metrics JSON key, label in the table's plcc_kind column).
 PLCC_KINDS = {"raw": ("plcc", "raw"), "logistic": ("plcc_logistic", "VQEG logistic")}
 
