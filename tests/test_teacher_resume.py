@@ -42,7 +42,11 @@ def vllm_teacher_config(tmp_path, monkeypatch):
             "backend": "vllm",
             "shards": N_SHARDS,
             "vllm": {"model": model, **TINY_ENGINE, "batch_size": 16},
-        }
+        },
+        # Only this teacher: drop the demo's second teacher (and table 4, which names it), so
+        # every planned or finished teacher shard below is one of the vLLM teacher's.
+        "extra_teachers": {"BRISQUE-sharp": None},
+        "tables": {"table4": None},
     }
     path = tmp_path / "vllm_teacher.yaml"
     path.write_text(yaml.safe_dump(override))
