@@ -7,6 +7,17 @@ class ConfigError(ValueError):
     """The config is well-formed but inconsistent; the message names the key."""
 
 
+def teacher_sections(config: dict) -> list[tuple[str, str, dict]]:
+    """(config key, name, section) of the main ``teacher`` and of every ``extra_teachers``
+    entry that is not null (null drops a teacher merged in from another config file)."""
+    main = config["teacher"]
+    sections = [("teacher", main.get("name", "teacher"), main)]
+    for name, section in (config.get("extra_teachers") or {}).items():
+        if section is not None:
+            sections.append((f"extra_teachers.{name}", name, section))
+    return sections
+
+
 def _check_teacher(section: dict, key: str) -> None:
     levels = section["levels"]
     if len(levels["words"]) != len(levels["values"]):
@@ -31,7 +42,5 @@ def check_config(config: dict) -> None:
                     f"tables.{table} names the dataset {name!r}, which is not defined under "
                     f"`datasets` (defined: {sorted(datasets)})"
                 )
-    _check_teacher(config["teacher"], "teacher")
-    for name, section in (config.get("extra_teachers") or {}).items():
-        if section is not None:
-            _check_teacher(section, f"extra_teachers.{name}")
+    for key, _, section in teacher_sections(config):
+        _check_teacher(section, key)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from leaf.config_checks import ConfigError
+from leaf.config_checks import ConfigError, teacher_sections
 from leaf.teacher.factory import teacher_hash
 
 # Stage-1 flag -> the term's name in a variant (ω-weighting only matters with the pair term).
@@ -79,10 +79,14 @@ def ratio_label(ratio: float | str) -> str:
     return f"{float(ratio):g}"
 
 
+def percent(ratio: float | str) -> str:
+    """A MOS ratio as a percentage label, e.g. 0.05 -> '5'."""
+    return f"{float(ratio) * 100:g}"
+
+
 def setting_name(ratio: float | str) -> str:
     """'label-free' for ratio 0, else e.g. '10% MOS'."""
-    value = float(ratio)
-    return "label-free" if value == 0 else f"{value * 100:g}% MOS"
+    return "label-free" if float(ratio) == 0 else f"{percent(ratio)}% MOS"
 
 
 def merged_config(configfiles: Sequence[str | Path]) -> dict:
@@ -110,14 +114,11 @@ class Teacher:
 
 def configured_teachers(config: dict) -> dict[str, Teacher]:
     """Name -> :class:`Teacher`: the main ``teacher`` first, then ``extra_teachers``."""
-    main = config["teacher"]
-    sections = {main.get("name", "teacher"): ("teacher", main)}
-    for name, section in (config.get("extra_teachers") or {}).items():
-        if section is None:  # dropped (e.g. the demo's extra teacher under another config)
-            continue
+    sections = {}
+    for key, name, section in teacher_sections(config):
         if name in sections:
-            raise ConfigError(f"extra_teachers.{name}: the name is already used by `teacher`")
-        sections[name] = (f"extra_teachers.{name}", section)
+            raise ConfigError(f"{key}: the name is already used by `teacher`")
+        sections[name] = (key, section)
     teachers, seen = {}, {}
     for name, (key, section) in sections.items():
         digest = teacher_hash(section)
@@ -346,7 +347,7 @@ class Plan:
         if "table3" in self.tables:
             ratios.add(float(self.tables["table3"]["ratio"]))
         if "fig2" in self.tables:
-            ratios.add(float(self.tables["fig2"].get("ratio", 0.1)))
+            ratios.add(self.fig2_spec()["ratio"])
         return sorted(ratios)
 
     def configured_targets(self) -> list[str]:

@@ -10,7 +10,6 @@ state is touched; SVG text is kept as text (editable, searchable).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -20,10 +19,17 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from leaf.experiments import percent
 from leaf.metrics import finite_or_none, plcc, srcc
 from leaf.parquet_io import atomic_path
 from leaf.student import json_write_atomic
-from leaf.tables import METRIC_COLUMNS, aggregate_runs, plcc_key, test_split_scores
+from leaf.tables import (
+    METRIC_COLUMNS,
+    aggregate_runs,
+    plcc_key,
+    read_run_metrics,
+    test_split_scores,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,40 +51,22 @@ def save_figure(fig: Figure, png: str | Path, svg: str | Path) -> None:
             fig.savefig(tmp, format=fmt, dpi=DPI, metadata={"Date": None} if fmt == "svg" else {})
 
 
-def percent(ratio: float) -> str:
-    """A MOS ratio as a percentage label, e.g. 0.05 -> '5'."""
-    return f"{ratio * 100:g}"
-
-
 # ---------------------------------------------------------------- fig. 4: SRCC/PLCC vs MOS ratio
 
 
 def _run_records(
-    paths: list[str], runs: list[dict], method: str, dataset: str, key: str
+    paths: list[str], runs: list[dict], method: str, dataset: str, plcc_kind: str
 ) -> list[dict]:
-    """One record (dataset, setting=method, ratio, srcc, ``key``) per run of ``dataset``."""
+    """One record (the run with setting=method, its metrics) per run of ``dataset``."""
     if len(paths) != len(runs):
         raise ValueError(
             f"fig4: {len(paths)} {method} metrics files but {len(runs)} run descriptions"
         )
-    records = []
-    for run, path in zip(runs, paths, strict=True):
-        if run["dataset"] != dataset:
-            continue
-        record = json.loads(Path(path).read_text())
-        missing = [name for name in ("srcc", key) if name not in record]
-        if missing:
-            raise ValueError(f"{path}: the metrics JSON has no {missing}")
-        records.append(
-            {
-                "dataset": dataset,
-                "setting": method,
-                "ratio": float(run["ratio"]),
-                "srcc": record["srcc"],
-                key: record[key],
-            }
-        )
-    return records
+    return [
+        read_run_metrics(path, {**run, "setting": method, "ratio": float(run["ratio"])}, plcc_kind)
+        for run, path in zip(runs, paths, strict=True)
+        if run["dataset"] == dataset
+    ]
 
 
 def fig4_table(
@@ -91,10 +79,10 @@ def fig4_table(
 ) -> pd.DataFrame:
     """Mean and sample std over seeds per method and ratio (columns ``FIG4_COLUMNS``; null
     metrics left out), from the runs of ``dataset`` (runs of other datasets are skipped)."""
-    key = plcc_key(plcc_kind)[0]
+    plcc_key(plcc_kind)  # an unknown kind is an error even without runs
     parts = []
     for method, paths, descriptions in ((LEAF, run_metrics, runs), (CFT, cft_metrics, cft_runs)):
-        records = _run_records(paths, descriptions, method, dataset, key)
+        records = _run_records(paths, descriptions, method, dataset, plcc_kind)
         if records:
             parts.append(aggregate_runs(records, plcc_kind).sort_values("ratio"))
         elif method == LEAF:

@@ -81,18 +81,25 @@ def aggregate_runs(records: list[dict], plcc_kind: str = "raw") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
+def read_run_metrics(path: str, row: dict, plcc_kind: str) -> dict:
+    """The run description ``row`` joined with its metrics JSON, which must hold ``srcc`` and
+    the PLCC of ``plcc_kind``; a ValueError names the file otherwise."""
+    record = json.loads(Path(path).read_text())
+    missing = [name for name in ("srcc", plcc_key(plcc_kind)[0]) if name not in record]
+    if missing:
+        raise ValueError(f"{path}: the metrics JSON has no {missing}")
+    return {**row, **record}
+
+
 def results_table_step(metrics: list[str], table: str, rows: list[dict], plcc_kind: str) -> None:
     """Rule ``results_table`` (table1 .. table4): ``metrics[i]`` is the JSON of the run or
     teacher described by ``rows[i]`` (see :class:`leaf.experiments.Plan`); one table row per
     description, mean ± std over its seeds."""
     if len(metrics) != len(rows):
         raise ValueError(f"{table}: {len(metrics)} metrics files for {len(rows)} row descriptions")
-    records = []
-    for path, row in zip(metrics, rows, strict=True):
-        record = json.loads(Path(path).read_text())
-        if "srcc" not in record:
-            raise ValueError(f"{path}: no 'srcc' in the metrics file")
-        records.append({**row, **record})
+    records = [
+        read_run_metrics(path, row, plcc_kind) for path, row in zip(metrics, rows, strict=True)
+    ]
     result = aggregate_runs(records, plcc_kind)
     log.info("%s:\n%s", Path(table).name, result.to_string(index=False))
     with atomic_path(table) as tmp:

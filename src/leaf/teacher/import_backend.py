@@ -42,6 +42,7 @@ import pandas as pd
 
 from leaf.teacher.backend import Levels, TeacherOutputError
 from leaf.teacher.cache import first_non_finite
+from leaf.teacher.levels import level_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -237,11 +238,7 @@ class ImportedEnsemble:
 
     def point_logliks(self, paths: Sequence[str]) -> np.ndarray:
         """(n, K) log of the members' mean level probabilities for the images at ``paths``."""
-        probabilities = []
-        for member in self.members:
-            logits = member.point_logliks(paths)
-            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-            probabilities.append(shifted / shifted.sum(axis=1, keepdims=True))
+        probabilities = [level_probabilities(m.point_logliks(paths)) for m in self.members]
         return np.log(np.mean(probabilities, axis=0))
 
     def pair_logprobs(self, paths_a: Sequence[str], paths_b: Sequence[str]) -> np.ndarray:
