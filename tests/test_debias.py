@@ -67,7 +67,9 @@ def test_pairs_step_records_both_orders(tmp_path, monkeypatch, debias):
     pd.DataFrame(
         {"pair_id": [0, 1, 2], "image_a": ["a", "d", "b"], "image_b": ["b", "a", "c"]}
     ).to_parquet(pairs)
-    monkeypatch.setattr("leaf.teacher.steps.make_backend", lambda cfg: SlotBiasedJudge())
+    monkeypatch.setattr(
+        "leaf.teacher.steps.make_backend", lambda cfg, speed=None: SlotBiasedJudge()
+    )
     teacher = {
         "backend": "brisque",
         "levels": {"words": ["Good", "Poor"], "values": [1, 0]},

@@ -1,6 +1,6 @@
 """Deploying full-mode students (backbone fine-tuned end to end): `deploy_step` builds a
 self-contained artifact from a full-mode checkpoint whose `leaf predict` scores equal
-evaluate_full's (`full_predict_step`) for the same images, and which `leaf export` exports."""
+evaluate_full's (`full_evaluate_step`) for the same images, and which `leaf export` exports."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from leaf.student.features import bf16_autocast_supported
 from leaf.student.full import (
     FullStudent,
     full_checkpoint,
-    full_predict_step,
+    full_evaluate_step,
     preprocess_of,
 )
 from leaf.student.heads import CalibratedHead, QualityHead, head_checkpoint
@@ -147,7 +147,7 @@ def artifact(tmp_path_factory, checkpoints) -> Path:
 def evaluate_full(images: dict, checkpoint: Path, folder: Path) -> pd.Series:
     """evaluate_full's test predictions of ``checkpoint``, by image id."""
     predictions = folder / "eval.parquet"
-    full_predict_step(
+    full_evaluate_step(
         image_cache=images["image_cache"],
         cache_index=images["cache_index"],
         split=images["split"],

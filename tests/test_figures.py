@@ -102,6 +102,8 @@ def test_fig4_writes_figures_and_the_seed_means(tmp_path, plcc_kind, plcc_column
         "plcc_mean",
         "plcc_std",
         "n_seeds",
+        "n_srcc",
+        "n_plcc",
         "plcc_kind",
     ]
     assert list(zip(table["method"], table["ratio"], strict=True)) == [

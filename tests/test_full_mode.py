@@ -19,7 +19,7 @@ from leaf.student.full import (
     full_cft_step,
     full_checkpoint,
     full_distill_step,
-    full_predict_step,
+    full_evaluate_step,
     load_full_model,
     preprocess_of,
 )
@@ -168,7 +168,7 @@ def _run(dataset, folder, seed=0):
     )
     metrics = {}
     for name, model in (("distill", distilled), ("calibrated", calibrated)):
-        full_predict_step(
+        full_evaluate_step(
             **common,
             split=dataset["split"],
             manifest=dataset["manifest"],
@@ -264,7 +264,7 @@ def test_cft_only_is_calibrate_full_from_imagenet_weights(dataset, tmp_path):
         assert all(torch.equal(v, other[k]) for k, v in state.items()), part
 
     # evaluate_full evaluates it unchanged.
-    full_predict_step(
+    full_evaluate_step(
         image_cache=dataset["image_cache"],
         cache_index=dataset["cache_index"],
         split=dataset["split"],
@@ -306,9 +306,10 @@ def _configs(folder, name, *overrides):
 @pytest.mark.slow
 def test_full_mode_plans_its_rules_and_reuses_teacher_and_image_cache(tmp_path):
     jobs = planned_jobs(tmp_path, "results/table1.csv", configfiles=_configs(tmp_path, "plan"))
-    assert jobs["image_cache"] == 1 and jobs["distill_full"] == 2  # e2e: seeds [0, 1]
-    assert jobs["calibrate_full"] == 4 and jobs["evaluate_full"] == 6
-    assert not {"features", "distill", "calibrate", "evaluate"} & set(jobs)
+    assert jobs["image_cache"] == 1 and jobs["distill"] == 2  # e2e: seeds [0, 1]
+    assert jobs["calibrate"] == 4 and jobs["evaluate"] == 6
+    # The same rules as head mode, fed by the image cache: no frozen-feature job.
+    assert "features" not in jobs
 
     # Build the teacher caches and the image cache only, then change seeds and ratios.
     until = ("--until", "image_cache", "filter_pairs", "merge_points")
@@ -318,5 +319,5 @@ def test_full_mode_plans_its_rules_and_reuses_teacher_and_image_cache(tmp_path):
         jobs = planned_jobs(
             tmp_path, "results/table1.csv", configfiles=_configs(tmp_path, "change", change)
         )
-        assert jobs.get("distill_full", 0) + jobs.get("calibrate_full", 0) > 0, jobs
+        assert jobs.get("distill", 0) + jobs.get("calibrate", 0) > 0, jobs
         assert not (TEACHER_RULES | {"image_cache", "features", "filter_pairs"}) & set(jobs), jobs

@@ -9,56 +9,33 @@ config/paper/all.yaml must plan every table and figure.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from PIL import Image
-from workflow_helpers import ROOT, planned_jobs, snakemake
+from workflow_helpers import (
+    FIXTURES,
+    LABEL_FILES,
+    ROOT,
+    planned_jobs,
+    snakemake,
+    tiny_dataset,
+    write_override,
+)
 
-from leaf.datasets import load_labels
 from leaf.experiments import merged_config
 
-FIXTURES = ROOT / "tests" / "fixtures"
 PAPER = ROOT / "config" / "paper"
 PROTOCOL = PAPER / "protocol.yaml"
 QBENCH = ROOT / "config" / "agiqa3k_qbench.yaml"
 # dataset -> the paper table it belongs to (AIGC: table1, UGC: table2)
 PAPER_TABLE = {"agiqa3k": "table1", "aigiqa20k": "table1", "koniq10k": "table2", "spaq": "table2"}
-# dataset -> label file of tests/fixtures/ in the dataset's real format (relative to its root)
-LABEL_FILES = {
-    "agiqa3k": "agiqa3k/data.csv",
-    "aigiqa20k": "aigiqa20k/info_train.csv",
-    "koniq10k": "koniq10k/koniq10k_distributions_sets.csv",
-    "spaq": "spaq/MOS and Image attribute scores.csv",
-}
 N_SEEDS, N_RATIOS = 5, 3
 
 
 def load_yaml(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
-
-
-def tiny_dataset(adapter: str, root: Path) -> pd.DataFrame:
-    """The fixture label file at its real place under ``root`` plus one small image for every
-    row, at the path the adapter resolves it to. Returns the adapter's label table."""
-    label_file = root / Path(LABEL_FILES[adapter]).name
-    root.mkdir(parents=True, exist_ok=True)
-    shutil.copy(FIXTURES / LABEL_FILES[adapter], label_file)
-    labels = load_labels(adapter, root)
-    rng = np.random.default_rng(0)
-    for path in labels["path"]:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(path)
-    return labels
-
-
-def write_override(path: Path, settings: dict) -> Path:
-    path.write_text(yaml.safe_dump(settings))
-    return path
 
 
 def paper_config(dataset: str) -> dict:
@@ -78,11 +55,11 @@ def full_mode_jobs(shards: int, n_teachers: int = 1) -> dict[str, int]:
         "filter_pairs": n_teachers,
         "teacher_zero_shot": n_teachers,
         "image_cache": 1,
-        "distill_full": N_SEEDS,
-        "calibrate_full": N_SEEDS * (N_RATIOS - 1),
-        "evaluate_full": N_SEEDS * N_RATIOS,
-        "calibrate_cft_full": N_SEEDS * (N_RATIOS - 1),
-        "evaluate_cft_full": N_SEEDS * (N_RATIOS - 1),
+        "distill": N_SEEDS,
+        "calibrate": N_SEEDS * (N_RATIOS - 1),
+        "evaluate": N_SEEDS * N_RATIOS,
+        "calibrate_cft": N_SEEDS * (N_RATIOS - 1),
+        "evaluate_cft": N_SEEDS * (N_RATIOS - 1),
         "results_table": 1,
     }
 
@@ -143,7 +120,7 @@ def test_paper_configs_together_plan_every_table_and_figure(tmp_path):
     # The main teacher on each dataset, plus table 4's second teacher on AGIQA-3K.
     assert jobs["teacher_zero_shot"] == 5
     # Stage 1: the main runs of 4 datasets + AGIQA-3K's 3 ablation variants and 3 grid cells.
-    assert jobs["distill_full"] == (4 + 6) * N_SEEDS
+    assert jobs["distill"] == (4 + 6) * N_SEEDS
     assert jobs["prepare"] == 4 and jobs["split"] == 4
 
 
@@ -158,7 +135,7 @@ def test_agiqa3k_paper_config_plans_the_ablation_grid_and_figures(tmp_path):
     assert jobs["results_table"] == 3 and jobs["fig2"] == 1 and jobs["fig4"] == 1
     assert jobs["teacher_zero_shot"] == 2  # InternVL3.5-8B and Qwen3-VL-8B
     # Stage-1 runs: main (5) + 3 other ablation variants (15) + the grid's 3 other cells (15).
-    assert jobs["distill_full"] == 7 * N_SEEDS
+    assert jobs["distill"] == 7 * N_SEEDS
 
 
 def qbench_override(tmp_path: Path) -> Path:

@@ -1,9 +1,9 @@
 """The demo through the SLURM profile on a real (one-node, localhost) SLURM cluster.
 
-The profile template (workflow/profiles/slurm) is copied as a user would: its CHANGE_ME partition
-placeholders become the test cluster's partition and the account line is dropped (no accounting
-database). Every job, the two teacher shards included, must be a separate SLURM job, and the
-table must equal the one of a local run (the workflow is deterministic on CPU).
+The profile template (workflow/profiles/slurm) is copied as a user would: the CHANGE_ME
+partitions of its partition file become the test cluster's partition and the account line is
+dropped (no accounting database). Every job, the two teacher shards included, must be a separate
+SLURM job, and the table must equal the one of a local run (the workflow is deterministic on CPU).
 Needs root and `make slurm-setup`; skipped otherwise, except under CI=true where it fails.
 """
 
@@ -24,6 +24,7 @@ from workflow_helpers import ROOT, planned_jobs, snakemake
 pytestmark = pytest.mark.slow
 
 SLURM_PROFILE = ROOT / "workflow" / "profiles" / "slurm" / "config.yaml"
+PARTITIONS = ROOT / "workflow" / "profiles" / "slurm" / "partitions.yaml"
 SMALL_DEMO = ROOT / "tests" / "data" / "e2e_config.yaml"
 TABLE = "results/table1.csv"
 SHARDS = 2
@@ -54,12 +55,16 @@ def cluster_profile(cluster, folder: Path) -> Path:
     """The SLURM profile template filled in for ``cluster``, written to ``folder``."""
     profile = yaml.safe_load(SLURM_PROFILE.read_text())
     for resources in [profile["default-resources"], *profile["set-resources"].values()]:
-        if "slurm_partition" in resources:
-            resources["slurm_partition"] = cluster.partition
         resources.pop("slurm_account", None)
+    # The test cluster has one partition (with a GPU): every entry of the partition file
+    # becomes it, with the most GPUs any entry allows.
+    limits = yaml.safe_load(PARTITIONS.read_text())["partitions"].values()
+    partitions = {cluster.partition: {"max_gpu": max(entry["max_gpu"] for entry in limits)}}
+    folder.mkdir()
+    (folder / "partitions.yaml").write_text(yaml.safe_dump({"partitions": partitions}))
+    profile["slurm-partition-config"] = str(folder / "partitions.yaml")
     text = yaml.safe_dump(profile, sort_keys=False)
     assert "CHANGE_ME" not in text, "a placeholder of the SLURM profile was not filled in"
-    folder.mkdir()
     (folder / "config.yaml").write_text(text)
     return folder
 
@@ -78,10 +83,12 @@ def test_slurm_profile_has_placeholders():
     profile = yaml.safe_load(SLURM_PROFILE.read_text())
     assert profile["executor"] == "slurm"
     assert profile["slurm-status-command"] == "squeue"
-    assert profile["default-resources"]["slurm_partition"].startswith("CHANGE_ME")
     assert profile["default-resources"]["slurm_account"].startswith("CHANGE_ME")
-    for rule in ("teacher_point", "teacher_pair"):
-        assert profile["set-resources"][rule]["gpu"] == 1
+    assert profile["slurm-partition-config"] == "profiles/slurm/partitions.yaml"
+    partitions = yaml.safe_load(PARTITIONS.read_text())["partitions"]
+    assert all(name.startswith("CHANGE_ME") for name in partitions)
+    # GPUs are the rules' (tests/test_gpu_plan.py), never a profile's guess.
+    assert not any("gpu" in resources for resources in profile["set-resources"].values())
 
 
 def test_demo_on_slurm_equals_local_run(cluster, tmp_path, monkeypatch):

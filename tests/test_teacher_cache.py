@@ -21,7 +21,7 @@ from leaf.teacher.cache import (
     write_pairs_cache,
     write_points_cache,
 )
-from leaf.teacher.factory import judgment_config, make_backend, teacher_hash
+from leaf.teacher.factory import judgment_config, make_backend, speed_options, teacher_hash
 from leaf.teacher.import_backend import ImportedTeacher
 from leaf.teacher.steps import (
     merge_pairs_step,
@@ -327,3 +327,60 @@ def test_pairs_step_rejects_unknown_images(tiny_dataset):
             teacher_pairs=str(data["dir"] / "x.parquet"),
             teacher=judgment_config(BRISQUE_CFG),
         )
+
+
+VLLM_CFG = {
+    "backend": "vllm",
+    "levels": {"words": ["good", "poor"], "values": [1, 0]},
+    "vllm": {"preset": "qwen3_vl_8b"},
+}
+SPEED_CHANGES = {
+    "max_num_seqs": 8,
+    "batch_size": 16,
+    "gpu_memory_utilization": 0.5,
+    "tensor_parallel_size": 4,
+    "enforce_eager": True,
+    "kv_cache_memory_bytes": 1 << 30,
+    "distributed_executor_backend": "mp",
+    "max_model_len": 16384,
+}
+JUDGMENT_CHANGES = {
+    "revision": "0123abc",
+    "dtype": "float16",
+    "max_pixels": 640 * 32 * 32,
+    "min_pixels": 32 * 32 * 32,
+    "mm_processor_kwargs": {"max_dynamic_patch": 6},
+    "logprob_mode": "allowed_token_ids",
+    "model": "Qwen/Qwen3-VL-32B-Instruct",
+}
+
+
+def _with_vllm(change: dict) -> dict:
+    return {**VLLM_CFG, "vllm": {**VLLM_CFG["vllm"], **change}}
+
+
+@pytest.mark.parametrize(("option", "value"), sorted(SPEED_CHANGES.items()))
+def test_teacher_hash_ignores_speed_and_placement(option, value):
+    """Moving to another GPU (memory, parallelism, batch sizes) keeps the cache; the speed
+    options are no rule param either (judgment_config leaves them out)."""
+    assert teacher_hash(_with_vllm({option: value})) == teacher_hash(VLLM_CFG)
+    assert option not in judgment_config(_with_vllm({option: value}))["vllm"]
+    assert speed_options(_with_vllm({option: value})) == {option: value}
+
+
+@pytest.mark.parametrize(("option", "value"), sorted(JUDGMENT_CHANGES.items()))
+def test_teacher_hash_follows_what_defines_the_judgments(option, value):
+    assert teacher_hash(_with_vllm({option: value})) != teacher_hash(VLLM_CFG)
+
+
+def test_teacher_hash_follows_the_presets_content(monkeypatch):
+    """A preset is hashed by its resolved content: editing it recomputes the cache, and spelling
+    its content out instead of naming it keeps the cache."""
+    from leaf.teacher import presets
+
+    reference = teacher_hash(VLLM_CFG)
+    spelled_out = {**VLLM_CFG, "vllm": presets.preset("qwen3_vl_8b")}
+    assert teacher_hash(spelled_out) == reference
+    edited = {**presets.PRESETS["qwen3_vl_8b"], "max_pixels": 512 * 32 * 32}
+    monkeypatch.setitem(presets.PRESETS, "qwen3_vl_8b", edited)
+    assert teacher_hash(VLLM_CFG) != reference

@@ -113,3 +113,31 @@ def test_killed_teacher_resumes_missing_shards_only(tmp_path, vllm_teacher_confi
     points, metadata = read_cache(shard_dir.parent / "points.parquet")
     assert sorted(points["image_id"]) == sorted(manifest["image_id"])
     assert metadata["backend"] == "vllm"
+
+    # The cache is keyed on what defines the judgments: a change of a speed, memory or placement
+    # option of the engine (another GPU) plans no teacher job; a judgment-defining one does.
+    base = yaml.safe_load(vllm_teacher_config[1].read_text())
+
+    def planned_with(vllm_change: dict) -> dict[str, int]:
+        changed = {**base, "teacher": {**base["teacher"]}}
+        changed["teacher"]["vllm"] = {**base["teacher"]["vllm"], **vllm_change}
+        path = tmp_path / "changed.yaml"
+        path.write_text(yaml.safe_dump(changed))
+        return planned_jobs(workdir, *UNTIL, configfiles=[vllm_teacher_config[0], path])
+
+    speed_changes = {
+        "max_num_seqs": 2,
+        "batch_size": 3,
+        "gpu_memory_utilization": 0.5,
+        "tensor_parallel_size": 2,
+        "enforce_eager": False,
+        "kv_cache_memory_bytes": 128 << 20,
+        "max_model_len": 2048,
+        "distributed_executor_backend": "mp",
+    }
+    for option, value in speed_changes.items():
+        jobs = planned_with({option: value})
+        assert not ({"teacher_point", "teacher_pair"} & set(jobs)), (option, jobs)
+    for option, value in {"revision": "main", "dtype": "bfloat16", "max_pixels": 4096}.items():
+        jobs = planned_with({option: value})
+        assert jobs.get("teacher_point") == N_SHARDS, (option, jobs)

@@ -9,7 +9,7 @@ import torch
 
 from leaf.metrics import srcc
 from leaf.student.heads import QualityHead, head_checkpoint, head_from_checkpoint
-from leaf.student.steps import calibrate_step, distill_step, load_checkpoint, predict_step
+from leaf.student.steps import calibrate_step, distill_step, evaluate_step, load_checkpoint
 from leaf.student.train import calibrate_head, distill_head, predict
 
 DIM = 12
@@ -215,7 +215,7 @@ def test_student_steps_end_to_end(workflow_files, tmp_path):
     assert 0 <= calibrated["chosen_epoch"] <= CALIBRATION["epochs"]
 
     predictions, metrics = tmp_path / "eval.parquet", tmp_path / "eval.json"
-    predict_step(
+    evaluate_step(
         features=files["features"],
         split=files["split"],
         manifest=files["manifest"],

@@ -3,13 +3,48 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import yaml
+from PIL import Image
+
+from leaf.datasets import load_labels
+
 ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+# dataset adapter -> label file of tests/fixtures/ in the dataset's real format (relative to root)
+LABEL_FILES = {
+    "agiqa3k": "agiqa3k/data.csv",
+    "aigiqa20k": "aigiqa20k/info_train.csv",
+    "koniq10k": "koniq10k/koniq10k_distributions_sets.csv",
+    "spaq": "spaq/MOS and Image attribute scores.csv",
+}
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 TEACHER_RULES = {"teacher_point", "teacher_pair", "merge_points", "merge_pairs"}
+
+
+def tiny_dataset(adapter: str, root: Path) -> pd.DataFrame:
+    """The fixture label file at its real place under ``root`` plus one small image for every
+    row, at the path the adapter resolves it to. Returns the adapter's label table."""
+    label_file = root / Path(LABEL_FILES[adapter]).name
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(FIXTURES / LABEL_FILES[adapter], label_file)
+    labels = load_labels(adapter, root)
+    rng = np.random.default_rng(0)
+    for path in labels["path"]:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(path)
+    return labels
+
+
+def write_override(path: Path, settings: dict) -> Path:
+    path.write_text(yaml.safe_dump(settings))
+    return path
 
 
 def snakemake_command(workdir: Path, *args: str, configfiles=()) -> list[str]:
@@ -61,3 +96,28 @@ def planned_jobs(workdir: Path, *args: str, configfiles=()) -> dict[str, int]:
                 counts[parts[0]] = int(parts[1])
             break
     return counts
+
+
+def planned_job_resources(
+    workdir: Path, *args: str, configfiles=()
+) -> list[tuple[str, dict[str, str], dict[str, str]]]:
+    """(rule, wildcards, resources) of every job of a dry run, as Snakemake assigned them
+    (parsed from the job blocks it prints: ``rule X:`` ... ``wildcards: a=1, b=2`` ...
+    ``resources: tmpdir=/tmp, mem_mb=2000, gpu=1``)."""
+    result = snakemake(workdir, "-n", *args, configfiles=configfiles)
+    jobs: list[tuple[str, dict[str, str], dict[str, str]]] = []
+    rule = None
+    for line in (result.stdout + result.stderr).splitlines():
+        stripped = line.strip()
+        if line.startswith(("rule ", "localrule ")) and stripped.endswith(":"):
+            rule = stripped.split()[1].rstrip(":")
+            jobs.append((rule, {}, {}))
+        elif rule is not None and stripped.startswith(("wildcards:", "resources:")):
+            key, _, values = stripped.partition(":")
+            target = jobs[-1][1] if key == "wildcards" else jobs[-1][2]
+            for item in values.split(", "):
+                name, _, value = item.strip().partition("=")
+                target[name] = value
+        elif not stripped:
+            rule = None
+    return jobs

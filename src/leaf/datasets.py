@@ -244,12 +244,38 @@ def _standardise(
     return labels
 
 
+def _label_candidates(adapter: str, options: Mapping[str, Any]) -> list[str]:
+    """Where the adapter looks for its label file, first existing one wins (relative to root)."""
+    if options.get("labels"):
+        return [options["labels"]]
+    return [] if adapter == "generic" else list(_ADAPTERS[adapter].label_files)
+
+
+def label_file(
+    adapter: str, root: str | Path, options: Mapping[str, Any] | None = None
+) -> Path | None:
+    """The label file :func:`load_labels` reads for this dataset (the demo's, which is generated,
+    even before it exists), or None when none exists yet: the ``prepare`` rule declares it as an
+    input, so that editing a label reruns ``prepare`` and everything downstream. A missing file
+    is reported by :func:`load_labels` when ``prepare`` runs."""
+    root, options = Path(root).expanduser(), dict(options or {})
+    if adapter != "generic" and adapter not in _ADAPTERS:
+        return None
+    candidates = _label_candidates(adapter, options)
+    if adapter == "demo":
+        return _resolve(root, candidates[0])
+    try:
+        return _find_label_file(adapter, root, candidates)
+    except DatasetError:
+        return None
+
+
 def _load_generic(root: Path, options: Mapping[str, Any]) -> pd.DataFrame:
     """The ``generic`` adapter: any CSV with a path column and an optional MOS column."""
     _check_options("generic", options, _GENERIC_OPTIONS)
     if not options.get("labels"):
         raise DatasetError("adapter 'generic': option 'labels' (the label CSV) is required")
-    source = _find_label_file("generic", root, [options["labels"]])
+    source = _find_label_file("generic", root, _label_candidates("generic", options))
     path_column = options.get("path_column", "path")
     table = _read_table(source, path_column, None)
     _require_columns(table, [path_column], source)
@@ -268,8 +294,7 @@ def _load_fixed(name: str, root: Path, options: Mapping[str, Any]) -> pd.DataFra
     """An adapter with a fixed layout (everything except ``generic``)."""
     spec = _ADAPTERS[name]
     _check_options(name, options, _COMMON_OPTIONS)
-    candidates = [options["labels"]] if options.get("labels") else spec.label_files
-    source = _find_label_file(name, root, candidates)
+    source = _find_label_file(name, root, _label_candidates(name, options))
     table = _read_table(source, spec.id_column, spec.header_names)
     _require_columns(table, [spec.id_column, spec.mos_column, *spec.required_extras], source)
     if spec.keep_all_columns:
@@ -370,8 +395,9 @@ def prepare_manifest_step(
 ) -> None:
     """Snakemake step for the ``prepare`` rule: labels -> manifest Parquet at ``manifest``.
 
-    ``labels`` is the generated demo label file, a rule input only so that ``prepare`` waits for
-    ``demo_dataset``; the adapter finds its label file under ``root`` itself. ``threads``
+    ``labels`` is the dataset's label file (:func:`label_file`), a rule input only so that
+    editing it reruns ``prepare`` (and the demo's waits for ``demo_dataset``); the adapter finds
+    its label file under ``root`` itself. ``threads``
     images are decoded in parallel.
     """
     table = build_manifest(load_labels(adapter, root, options), progress=True, workers=threads)

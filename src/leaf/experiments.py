@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from leaf.config_checks import ConfigError, teacher_sections
-from leaf.teacher.factory import teacher_hash
+from leaf.teacher.factory import speed_options, teacher_hash
 
 # Stage-1 flag -> the term's name in a variant (ω-weighting only matters with the pair term).
 VARIANT_TERMS = (("use_point", "point"), ("use_pair", "pair"), ("use_omega", "conf"))
@@ -130,6 +130,15 @@ def configured_teachers(config: dict) -> dict[str, Teacher]:
         seen[digest] = key
         teachers[name] = Teacher(name, section, digest)
     return teachers
+
+
+def teacher_speed_options(config: dict, digest: str) -> dict:
+    """The speed-only backend options (:func:`leaf.teacher.factory.speed_options`) of the
+    configured teacher whose hash is ``digest``."""
+    for teacher in configured_teachers(config).values():
+        if teacher.hash == digest:
+            return speed_options(teacher.config)
+    raise KeyError(f"no configured teacher has the hash {digest!r}")
 
 
 class Plan:

@@ -80,25 +80,36 @@ def fit_logistic(pred: np.ndarray, mos: np.ndarray) -> np.ndarray | None:
     return params
 
 
-def plcc_logistic(pred: np.ndarray, mos: np.ndarray) -> float:
-    """PLCC after the VQEG 4-parameter logistic mapping of ``pred`` onto ``mos``.
-
-    Falls back to the raw PLCC, with a ``RuntimeWarning``, when the fit does not converge, has
-    too few points (fewer than 5) or collapses to a constant.
-    """
+def plcc_logistic_fit(pred: np.ndarray, mos: np.ndarray) -> float | None:
+    """PLCC after the VQEG 4-parameter logistic mapping of ``pred`` onto ``mos``; None when the
+    fit does not converge, has too few points (fewer than 5) or collapses to a constant; NaN
+    for degenerate input (see :func:`srcc`)."""
     pred, mos = _clean_pairs(pred, mos)
     if _is_degenerate(pred, mos):
         return float("nan")
     params = fit_logistic(pred, mos)
     fitted = None if params is None else logistic4(pred, *params)
     if fitted is None or np.ptp(fitted) == 0:
+        return None
+    return plcc(fitted, mos)
+
+
+def plcc_logistic(pred: np.ndarray, mos: np.ndarray) -> float:
+    """PLCC after the VQEG 4-parameter logistic mapping of ``pred`` onto ``mos``.
+
+    Falls back to the raw PLCC, with a ``RuntimeWarning``, when the fit does not converge, has
+    too few points (fewer than 5) or collapses to a constant (:func:`plcc_logistic_fit` says
+    which happened).
+    """
+    value = plcc_logistic_fit(pred, mos)
+    if value is None:
         warnings.warn(
             "logistic fit failed, collapsed or has too few points; reporting the raw PLCC",
             RuntimeWarning,
             stacklevel=2,
         )
         return plcc(pred, mos)
-    return plcc(fitted, mos)
+    return value
 
 
 def finite_or_none(value: float | None) -> float | None:
@@ -107,11 +118,17 @@ def finite_or_none(value: float | None) -> float | None:
 
 
 def correlation_record(pred: np.ndarray, mos: np.ndarray) -> dict:
-    """The metrics every evaluation reports: srcc, plcc (raw), plcc_logistic and n (the
-    number of predictions), with None for an undefined correlation."""
+    """The metrics every evaluation reports: srcc, plcc (raw), plcc_logistic (None when the
+    logistic fit did not converge: never the raw PLCC in its place), plcc_logistic_converged,
+    constant_predictions (every prediction equal: SRCC and PLCC are then undefined, None) and n
+    (the number of predictions)."""
+    fitted = plcc_logistic_fit(pred, mos)
+    pred_array = np.asarray(pred, dtype=np.float64)
     return {
         "srcc": finite_or_none(srcc(pred, mos)),
         "plcc": finite_or_none(plcc(pred, mos)),
-        "plcc_logistic": finite_or_none(plcc_logistic(pred, mos)),
+        "plcc_logistic": finite_or_none(fitted),
+        "plcc_logistic_converged": fitted is not None,
+        "constant_predictions": bool(len(pred_array) > 0 and np.ptp(pred_array) == 0),
         "n": int(len(pred)),
     }

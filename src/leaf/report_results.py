@@ -99,18 +99,22 @@ def _mean_std(mean: float, std: float, n: int) -> str:
 def results_table(table: pd.DataFrame) -> str:
     """Markdown table of result-table rows (columns of leaf.tables.TABLE_COLUMNS): teacher,
     dataset, setting, SRCC and PLCC as ``mean ± std`` (std over seeds; none for the single
-    teacher row), seeds. Rows without a teacher (CFT-only) show an em dash."""
+    teacher row), seeds (``k of n`` when only k runs have an SRCC). Rows without a teacher
+    (CFT-only) show an em dash."""
     lines = [
         "| teacher | dataset | setting | SRCC | PLCC | seeds |",
         "|---|---|---|---|---|---|",
     ]
     for row in table.itertuples(index=False):
         n = int(row.n_seeds)
+        n_srcc = int(getattr(row, "n_srcc", n))
+        n_plcc = int(getattr(row, "n_plcc", n))
+        seeds = str(n) if n_srcc == n_plcc == n else f"{min(n_srcc, n_plcc)} of {n}"
         teacher = row.teacher if isinstance(row.teacher, str) and row.teacher else "—"
         lines.append(
             f"| {teacher} | {row.dataset} | {row.setting} | "
-            f"{_mean_std(row.srcc_mean, row.srcc_std, n)} | "
-            f"{_mean_std(row.plcc_mean, row.plcc_std, n)} | {n} |"
+            f"{_mean_std(row.srcc_mean, row.srcc_std, n_srcc)} | "
+            f"{_mean_std(row.plcc_mean, row.plcc_std, n_plcc)} | {seeds} |"
         )
     return "\n".join(lines)
 

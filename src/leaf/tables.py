@@ -17,7 +17,19 @@ log = logging.getLogger(__name__)
 # Columns of every result table (table1 .. table4): the row description, then the metrics.
 ROW_KEYS = ["dataset", "teacher", "backbone", "setting", "ratio"]
 # The aggregated metrics of a row (tables and fig4.csv).
-METRIC_COLUMNS = ["srcc_mean", "srcc_std", "plcc_mean", "plcc_std", "n_seeds", "plcc_kind"]
+# n_seeds counts the runs of a row; n_srcc / n_plcc how many of them have a value (a run with
+# constant predictions has no SRCC; one whose logistic fit failed no logistic PLCC): the means
+# are over those.
+METRIC_COLUMNS = [
+    "srcc_mean",
+    "srcc_std",
+    "plcc_mean",
+    "plcc_std",
+    "n_seeds",
+    "n_srcc",
+    "n_plcc",
+    "plcc_kind",
+]
 TABLE_COLUMNS = [*ROW_KEYS, *METRIC_COLUMNS]
 # tables.plcc -> (metrics JSON key, label in the table's plcc_kind column).
 PLCC_KINDS = {"raw": ("plcc", "raw"), "logistic": ("plcc_logistic", "VQEG logistic")}
@@ -55,10 +67,33 @@ def plcc_key(plcc_kind: str) -> tuple[str, str]:
     return PLCC_KINDS[plcc_kind]
 
 
+def _mean_std(values: pd.Series) -> tuple[float, float, int]:
+    """Mean, sample std (0 for one value) and count of the non-missing ``values``."""
+    present = values.dropna()
+    if present.empty:
+        return float("nan"), float("nan"), 0
+    std = float(present.std(ddof=1)) if len(present) > 1 else 0.0
+    return float(present.mean()), std, len(present)
+
+
+def _warn_missing(group: pd.DataFrame, column: str, what: str) -> None:
+    for record in group.loc[group[column].isna()].to_dict(orient="records"):
+        log.warning(
+            "%s has no %s (%s): left out of the mean of its row",
+            record.get("source", "a run"),
+            column,
+            what,
+        )
+
+
 def aggregate_runs(records: list[dict], plcc_kind: str = "raw") -> pd.DataFrame:
     """Mean and sample std over seeds, one row per distinct row description (:data:`ROW_KEYS`).
 
-    Each record holds the row keys, ``srcc`` and the PLCC key of ``plcc_kind``."""
+    Each record holds the row keys, ``srcc`` and the PLCC key of ``plcc_kind`` (None where
+    undefined), optionally ``source`` (its file, named in warnings). A run without a value is
+    left out of that mean and counted: ``n_seeds`` runs, of which ``n_srcc`` / ``n_plcc`` have
+    a value; a warning names each such run. When some logistic fits failed, ``plcc_kind`` says
+    so ("VQEG logistic (k of n fits failed, left out)"), so raw and fitted values never mix."""
     key, label = plcc_key(plcc_kind)
     frame = pd.DataFrame(records)
     for column in ROW_KEYS:
@@ -66,16 +101,25 @@ def aggregate_runs(records: list[dict], plcc_kind: str = "raw") -> pd.DataFrame:
             frame[column] = ""
     rows = []
     for values, group in frame.groupby(ROW_KEYS, sort=False, dropna=False):
-        srcc, plcc = group["srcc"].astype(float), group[key].astype(float)
+        group = group.assign(srcc=group["srcc"].astype(float), **{key: group[key].astype(float)})
+        srcc_mean, srcc_std, n_srcc = _mean_std(group["srcc"])
+        plcc_mean, plcc_std, n_plcc = _mean_std(group[key])
+        _warn_missing(group, "srcc", "undefined, e.g. constant predictions")
+        _warn_missing(group, key, "undefined, or the logistic fit did not converge")
+        kind = label
+        if n_plcc < len(group):
+            kind = f"{label} ({len(group) - n_plcc} of {len(group)} undefined, left out)"
         rows.append(
             {
                 **dict(zip(ROW_KEYS, values, strict=True)),
-                "srcc_mean": srcc.mean(),
-                "srcc_std": srcc.std(ddof=1) if len(group) > 1 else 0.0,
-                "plcc_mean": plcc.mean(),
-                "plcc_std": plcc.std(ddof=1) if len(group) > 1 else 0.0,
+                "srcc_mean": srcc_mean,
+                "srcc_std": srcc_std,
+                "plcc_mean": plcc_mean,
+                "plcc_std": plcc_std,
                 "n_seeds": len(group),
-                "plcc_kind": label,
+                "n_srcc": n_srcc,
+                "n_plcc": n_plcc,
+                "plcc_kind": kind,
             }
         )
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
@@ -88,13 +132,13 @@ def read_run_metrics(path: str, row: dict, plcc_kind: str) -> dict:
     missing = [name for name in ("srcc", plcc_key(plcc_kind)[0]) if name not in record]
     if missing:
         raise ValueError(f"{path}: the metrics JSON has no {missing}")
-    return {**row, **record}
+    return {**row, **record, "source": str(path)}
 
 
 def results_table_step(metrics: list[str], table: str, rows: list[dict], plcc_kind: str) -> None:
     """Rule ``results_table`` (table1 .. table4): ``metrics[i]`` is the JSON of the run or
     teacher described by ``rows[i]`` (see :class:`leaf.experiments.Plan`); one table row per
-    description, mean ± std over its seeds."""
+    description, mean ± std over its seeds (those with a value: see :func:`aggregate_runs`)."""
     if len(metrics) != len(rows):
         raise ValueError(f"{table}: {len(metrics)} metrics files for {len(rows)} row descriptions")
     records = [

@@ -45,9 +45,10 @@ def configure_logging(stream=None) -> None:
     root.setLevel(logging.INFO)
 
 
-def run_step(smk: Any, fn: Callable) -> Any:
-    """Run ``fn`` for a Snakemake rule, with logs and progress bars going to the rule's log file."""
-    kwargs = step_kwargs(smk, fn)
+def run_step(smk: Any, fn: Callable, **extra: Any) -> Any:
+    """Run ``fn`` for a Snakemake rule, with logs and progress bars going to the rule's log file.
+    ``extra`` keyword arguments are passed on beside the rule's named input/output/params."""
+    kwargs = {**step_kwargs(smk, fn), **extra}
     log_path = Path(smk.log[0]) if len(smk.log) else None
     if log_path is None:
         configure_logging()

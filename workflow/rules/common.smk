@@ -3,8 +3,10 @@
 from snakemake.utils import validate
 
 from leaf.config_checks import check_config
+from leaf.datasets import label_file
 from leaf.experiments import VARIANT_PATTERN, Plan, ratio_label, variant_flags
-from leaf.teacher.factory import judgment_config
+from leaf.student.stages import stage_gpus, stage_settings, stage_threads
+from leaf.teacher.factory import judgment_config, teacher_gpus
 
 validate(config, "../schemas/config.schema.yaml")
 check_config(config)
@@ -16,10 +18,18 @@ RESULTS = config["results_dir"]
 TEACHER_HASH = PLAN.teacher.hash
 BACKBONE = PLAN.backbone
 VARIANT = PLAN.variant
-# Student training mode: "head" (cached features, student.smk's distill/calibrate and
-# evaluate.smk's evaluate) or "full" (end-to-end fine-tuning from the decoded-image cache:
-# image_cache, distill_full, calibrate_full, evaluate_full). Both write the same files.
+# Student training mode: "head" (a head on cached frozen features) or "full" (end-to-end
+# fine-tuning from the decoded-image cache). The same rules run both and write the same files;
+# the mode picks their inputs (student_images) and implementation (leaf.student.stages).
 STUDENT_MODE = config["student"].get("mode", "head")
+# Short side (px) of the decoded-image cache of full mode.
+CACHE_SHORT_SIDE = config["student"]["full"]["cache_short_side"]
+# How many GPUs a job needs is a fact of what it runs (an MLLM, a fine-tuned backbone), so the
+# rules declare it (resources: gpu): every job that runs an MLLM or trains/evaluates a fine-tuned
+# backbone asks for its GPUs, no other job does. Memory, run time and partitions are the
+# profiles' (workflow/profiles/).
+STUDENT_GPUS = stage_gpus(STUDENT_MODE)
+STUDENT_THREADS = stage_threads(STUDENT_MODE)
 
 
 wildcard_constraints:
@@ -44,10 +54,11 @@ def split_config(wildcards):
 
 
 def prepare_inputs(wildcards):
-    """The generated demo labels for the demo adapter; real datasets are read in place."""
-    if dataset_config(wildcards)["adapter"] == "demo":
-        return {"labels": f"{dataset_config(wildcards)['root']}/labels.csv"}
-    return {}
+    """The dataset's label file (leaf.datasets.label_file: the demo's generated one, or the
+    real dataset's, read in place), so that editing a label reruns prepare and what follows."""
+    dataset = dataset_config(wildcards)
+    path = label_file(dataset["adapter"], dataset["root"], dataset.get("options", {}))
+    return {"labels": str(path)} if path is not None else {}
 
 
 def teacher_config(wildcards):
@@ -67,6 +78,11 @@ def teacher_source(wildcards):
     return {}
 
 
+def teacher_job_gpus(wildcards):
+    """GPUs of one teacher shard: the MLLM's (tensor-parallel) GPUs, none for a CPU teacher."""
+    return teacher_gpus(teacher_config(wildcards))
+
+
 def teacher_shards(wildcards, kind):
     """The shard files (kind: points | pairs) of the teacher whose hash is in the path."""
     n_shards = teacher_config(wildcards).get("shards", 1)
@@ -74,6 +90,28 @@ def teacher_shards(wildcards, kind):
     return [
         f"{folder}/{kind}_{shard}-of-{n_shards}.parquet" for shard in range(n_shards)
     ]
+
+
+def student_images(wildcards):
+    """What a student stage reads: the cached frozen features (head mode) or the decoded-image
+    cache (full mode)."""
+    if STUDENT_MODE == "head":
+        features = rules.features.output.features
+        return {
+            "features": features.format(
+                dataset=wildcards.dataset, backbone=wildcards.backbone
+            )
+        }
+    cache = rules.image_cache.output
+    return {
+        "image_cache": cache.cache.format(dataset=wildcards.dataset),
+        "cache_index": cache.index.format(dataset=wildcards.dataset),
+    }
+
+
+def student_settings(stage, wildcards):
+    """The `student` settings ``stage`` reads in this mode (leaf.student.stages)."""
+    return stage_settings(stage, STUDENT_MODE, config["student"], wildcards.backbone)
 
 
 def student_model(wildcards):

@@ -1,48 +1,28 @@
 # Evaluation of every student on the test split (one metrics JSON per run; tables.smk
-# aggregates them).
+# aggregates them). student.mode decides what it reads (student_images): the cached features
+# (head) or the image cache's centre crops through the fine-tuned backbone (full, one GPU).
 
 
-# student.mode selects how the students are evaluated (same outputs in both modes): head mode
-# from the cached features, full mode from the image cache (centre crops) and the fine-tuned
-# backbone stored in the checkpoint.
-if STUDENT_MODE == "head":
-
-    rule evaluate:
-        input:
-            features=rules.features.output.features,
-            split=rules.split.output.split,
-            manifest=rules.prepare.output.manifest,
-            model=student_model,
-        output:
-            predictions=f"{RESULTS}/{{dataset}}/eval/{{backbone}}/{{teacher_hash}}/{{variant}}/seed{{seed}}_ratio{{ratio}}.parquet",
-            metrics=f"{RESULTS}/{{dataset}}/eval/{{backbone}}/{{teacher_hash}}/{{variant}}/seed{{seed}}_ratio{{ratio}}.json",
-        log:
-            f"{RESULTS}/logs/{{dataset}}/eval_{{backbone}}/{{teacher_hash}}/{{variant}}/seed{{seed}}_ratio{{ratio}}.log",
-        benchmark:
-            f"{RESULTS}/benchmarks/{{dataset}}/eval_{{backbone}}/{{teacher_hash}}/{{variant}}/seed{{seed}}_ratio{{ratio}}.tsv"
-        conda:
-            "../envs/student.yaml"
-        script:
-            "../scripts/evaluate.py"
-
-else:
-
-    rule evaluate_full:
-        input:
-            image_cache=rules.image_cache.output.cache,
-            cache_index=rules.image_cache.output.index,
-            split=rules.split.output.split,
-            manifest=rules.prepare.output.manifest,
-            model=student_model,
-        output:
-            predictions=f"{RESULTS}/{{dataset}}/eval/{{backbone}}/{{teacher_hash}}/{{variant}}/seed{{seed}}_ratio{{ratio}}.parquet",
-            metrics=f"{RESULTS}/{{dataset}}/eval/{{backbone}}/{{teacher_hash}}/{{variant}}/seed{{seed}}_ratio{{ratio}}.json",
-        log:
-            f"{RESULTS}/logs/{{dataset}}/eval_{{backbone}}/{{teacher_hash}}/{{variant}}/seed{{seed}}_ratio{{ratio}}.log",
-        benchmark:
-            f"{RESULTS}/benchmarks/{{dataset}}/eval_{{backbone}}/{{teacher_hash}}/{{variant}}/seed{{seed}}_ratio{{ratio}}.tsv"
-        conda:
-            "../envs/student.yaml"
-        threads: 2
-        script:
-            "../scripts/evaluate_full.py"
+rule evaluate:
+    input:
+        unpack(student_images),
+        split=rules.split.output.split,
+        manifest=rules.prepare.output.manifest,
+        model=student_model,
+    output:
+        predictions=f"{RESULTS}/{{dataset}}/eval/{{backbone}}/{{teacher_hash}}/{{variant}}/seed{{seed}}_ratio{{ratio}}.parquet",
+        metrics=f"{RESULTS}/{{dataset}}/eval/{{backbone}}/{{teacher_hash}}/{{variant}}/seed{{seed}}_ratio{{ratio}}.json",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/eval_{{backbone}}/{{teacher_hash}}/{{variant}}/seed{{seed}}_ratio{{ratio}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/eval_{{backbone}}/{{teacher_hash}}/{{variant}}/seed{{seed}}_ratio{{ratio}}.tsv"
+    conda:
+        "../envs/student.yaml"
+    threads: STUDENT_THREADS
+    resources:
+        gpu=STUDENT_GPUS,
+    params:
+        mode=STUDENT_MODE,
+        settings=lambda wc: student_settings("evaluate", wc),
+    script:
+        "../scripts/evaluate.py"

@@ -17,6 +17,8 @@ rule teacher_point:
         f"{RESULTS}/benchmarks/{{dataset}}/teacher_{{teacher_hash}}/point_{{shard}}-of-{{n_shards}}.tsv"
     conda:
         "../envs/teacher.yaml"
+    resources:
+        gpu=teacher_job_gpus,
     params:
         teacher=teacher_judgment,
         shard=lambda wc: int(wc.shard),
@@ -38,6 +40,8 @@ rule teacher_pair:
         f"{RESULTS}/benchmarks/{{dataset}}/teacher_{{teacher_hash}}/pair_{{shard}}-of-{{n_shards}}.tsv"
     conda:
         "../envs/teacher.yaml"
+    resources:
+        gpu=teacher_job_gpus,
     params:
         teacher=teacher_judgment,
         shard=lambda wc: int(wc.shard),

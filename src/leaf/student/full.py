@@ -798,7 +798,7 @@ def full_cft_step(
     :func:`full_calibrate_step` runs it, but from the pretrained ``backbone`` (``weights``, e.g.
     ImageNet) and a fresh one-output head (:func:`fresh_student`, initialised under ``seed``)
     instead of a distilled student. The input settings come from ``full``, as in stage 1. The
-    checkpoint (``distilled: False``) is evaluated by :func:`full_predict_step` like any other."""
+    checkpoint (``distilled: False``) is evaluated by :func:`full_evaluate_step` like any other."""
     torch.set_num_threads(threads)
     network = create_backbone(backbone, weights)
     with deterministic(int(seed)):
@@ -821,7 +821,7 @@ def full_cft_step(
     )
 
 
-def full_predict_step(
+def full_evaluate_step(
     image_cache: str,
     cache_index: str,
     split: str,

@@ -22,7 +22,7 @@ from leaf.student.features import features_step, load_features
 from leaf.student.heads import head_checkpoint, head_from_checkpoint
 from leaf.student.train import calibrate_head, distill_head, predict
 
-__all__ = ["features_step", "distill_step", "calibrate_step", "predict_step"]
+__all__ = ["features_step", "distill_step", "calibrate_step", "evaluate_step"]
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ def calibrate_step(
     )
 
 
-def predict_step(
+def evaluate_step(
     features: str, split: str, manifest: str, model: str, predictions: str, metrics: str
 ) -> None:
     """Rule ``evaluate``: predictions of a student checkpoint (distilled or calibrated) on the
@@ -260,9 +260,11 @@ def write_evaluation(
     predictions: str,
     metrics: str,
 ) -> None:
-    """Test predictions as Parquet (image_id, pred, mos), and JSON metrics: srcc, plcc (raw
-    Pearson), plcc_logistic (after the VQEG 4-parameter logistic fit), n (test images with a
-    MOS), chosen_epoch and stage of ``checkpoint``. A distilled student predicts on the teacher's
+    """Test predictions as Parquet (image_id, pred, mos), and JSON metrics
+    (:func:`leaf.metrics.correlation_record`: srcc, plcc (raw Pearson), plcc_logistic (after the
+    VQEG 4-parameter logistic fit, null when it did not converge), plcc_logistic_converged,
+    constant_predictions (logged as a warning), n (test images with a MOS)), chosen_epoch and
+    stage of ``checkpoint``. A distilled student predicts on the teacher's
     scale, so only SRCC and the logistic PLCC are scale-free for it."""
     mos = _mos_of(manifest, test_ids)
     write_parquet_atomic(
@@ -270,9 +272,17 @@ def write_evaluation(
         predictions,
     )
     known = np.isfinite(mos)
+    record = correlation_record(predicted[known], mos[known])
+    if record["constant_predictions"]:
+        log.warning(
+            "%s: every test prediction is %.6g (a collapsed student): SRCC and PLCC are "
+            "undefined (null) and the tables leave this run out of their means",
+            metrics,
+            float(predicted[known][0]),
+        )
     json_write_atomic(
         {
-            **correlation_record(predicted[known], mos[known]),
+            **record,
             "chosen_epoch": checkpoint.get("chosen_epoch"),
             "stage": checkpoint.get("stage"),
         },

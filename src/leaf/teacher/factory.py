@@ -15,8 +15,13 @@ The teacher config looks like::
 
 :func:`judgment_config` keeps what the backend needs (the rules pass it as a param, so changing
 ``tau``, ``shards`` or another backend's options does not rerun the teacher); :func:`teacher_hash`
-hashes what defines the judgments: that, minus the options that only change speed or logging
-(:data:`NON_JUDGMENT_OPTIONS`). ``teacher_hash(judgment_config(cfg)) == teacher_hash(cfg)``.
+hashes what defines the judgments (:func:`teacher_identity`): model, revision, dtype, prompts,
+levels, pair settings, image processing (pixel limits, tiles), logprob mode, and for a vLLM
+preset its resolved content rather than its name, so that editing a preset recomputes the cache.
+Options that only change speed, memory or placement (:data:`NON_JUDGMENT_OPTIONS`: batch sizes,
+GPU memory, tensor parallelism, eager mode, KV-cache size, executor, device, ...) are left out,
+so moving to another GPU reuses the cache. ``teacher_hash(judgment_config(cfg)) ==
+teacher_hash(cfg)``. docs/cache_schema.md writes the rule down.
 """
 
 from __future__ import annotations
@@ -32,8 +37,35 @@ from leaf.teacher.backend import Levels, TeacherBackend
 HASH_LENGTH = 12
 # Top-level keys that define the judgments (besides the selected backend's own options).
 JUDGMENT_KEYS = ("backend", "levels", "model", "prompts", "pairs")
-# Backend options that change speed or logging only, never a judgment.
-NON_JUDGMENT_OPTIONS = frozenset({"workers", "num_workers", "progress", "shards", "tau"})
+# Backend options that change speed, memory, placement or logging only, never a judgment.
+NON_JUDGMENT_OPTIONS = frozenset(
+    {
+        # every backend
+        "workers",
+        "num_workers",
+        "progress",
+        "shards",
+        "tau",
+        "batch_size",
+        "device",
+        # vLLM engine: scheduling, memory and parallelism
+        "max_num_seqs",
+        "max_num_batched_tokens",
+        "gpu_memory_utilization",
+        "kv_cache_memory_bytes",
+        "swap_space",
+        "cpu_offload_gb",
+        "tensor_parallel_size",
+        "pipeline_parallel_size",
+        "data_parallel_size",
+        "distributed_executor_backend",
+        "enforce_eager",
+        "enable_prefix_caching",
+        "block_size",
+        "max_model_len",
+        "disable_log_stats",
+    }
+)
 # backend name -> (module, class) for the MLLM backends, imported only when selected.
 LAZY_BACKENDS = {
     "vllm": ("leaf.teacher.vllm_backend", "VllmTeacher"),
@@ -54,18 +86,48 @@ def _backend_options(teacher_cfg: dict, name: str) -> dict[str, Any]:
 
 
 def judgment_config(teacher_cfg: dict) -> dict[str, Any]:
-    """The teacher config without tau, shards and the options of unselected backends."""
+    """The teacher config without tau, shards, the options of unselected backends and the
+    selected backend's speed-only options (:func:`speed_options`): what the teacher rules pass
+    as a param, so that changing any of those reruns nothing."""
     name = _backend_name(teacher_cfg)
     selected = {key: teacher_cfg[key] for key in (*JUDGMENT_KEYS, name) if key in teacher_cfg}
-    return copy.deepcopy(selected)
+    selected = copy.deepcopy(selected)
+    if name in selected:
+        selected[name] = {
+            k: v for k, v in (selected[name] or {}).items() if k not in NON_JUDGMENT_OPTIONS
+        }
+    return selected
+
+
+def speed_options(teacher_cfg: dict) -> dict[str, Any]:
+    """The selected backend's options that change only speed, memory or placement (batch
+    sizes, GPU memory, tensor parallelism, ...): read by the teacher job at run time, outside
+    its params and its hash."""
+    name = _backend_name(teacher_cfg)
+    options = _backend_options(teacher_cfg, name)
+    return {k: v for k, v in options.items() if k in NON_JUDGMENT_OPTIONS}
+
+
+def resolved_options(teacher_cfg: dict) -> dict[str, Any]:
+    """The selected backend's options; for vLLM a named preset is replaced by its content
+    (explicit options over the preset's)."""
+    name = _backend_name(teacher_cfg)
+    options = _backend_options(teacher_cfg, name)
+    if name == "vllm" and options.get("preset"):
+        from leaf.teacher.presets import preset
+
+        explicit = {k: v for k, v in options.items() if k != "preset" and v is not None}
+        options = {**preset(options["preset"]), **explicit}
+    return options
 
 
 def teacher_identity(teacher_cfg: dict) -> dict[str, Any]:
     """The part of the teacher config that determines its judgments (what is hashed)."""
-    name = _backend_name(teacher_cfg)
     identity = {key: teacher_cfg.get(key) for key in JUDGMENT_KEYS}
-    options = _backend_options(teacher_cfg, name)
-    identity["options"] = {k: v for k, v in options.items() if k not in NON_JUDGMENT_OPTIONS}
+    options = resolved_options(teacher_cfg)
+    identity["options"] = {
+        k: v for k, v in options.items() if k not in NON_JUDGMENT_OPTIONS and v is not None
+    }
     return copy.deepcopy(identity)
 
 
@@ -75,11 +137,32 @@ def teacher_hash(teacher_cfg: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:HASH_LENGTH]
 
 
-def make_backend(teacher_cfg: dict) -> TeacherBackend:
-    """Instantiate the backend named by ``teacher_cfg["backend"]``."""
+def teacher_gpus(teacher_cfg: dict) -> int:
+    """GPUs one teacher job (shard) needs: ``tensor_parallel_size`` of the vLLM engine (its
+    preset's, unless set), 1 for the transformers backend unless its ``device`` is "cpu", and 0
+    for the CPU teachers (BRISQUE, imported judgments)."""
+    name = _backend_name(teacher_cfg)
+    options = _backend_options(teacher_cfg, name)
+    if name == "vllm":
+        from leaf.teacher.presets import ENGINE_DEFAULTS, preset
+
+        resolved = {
+            **ENGINE_DEFAULTS,
+            **(preset(options["preset"]) if options.get("preset") else {}),
+        }
+        resolved.update({k: v for k, v in options.items() if v is not None})
+        return int(resolved["tensor_parallel_size"])
+    if name == "transformers":
+        return 0 if str(options.get("device", "cpu")).startswith("cpu") else 1
+    return 0
+
+
+def make_backend(teacher_cfg: dict, speed: dict | None = None) -> TeacherBackend:
+    """Instantiate the backend named by ``teacher_cfg["backend"]``, with the speed-only options
+    ``speed`` (:func:`speed_options`) over the section's own."""
     name = _backend_name(teacher_cfg)
     levels = Levels.from_config(teacher_cfg["levels"])
-    options = _backend_options(teacher_cfg, name)
+    options = {**_backend_options(teacher_cfg, name), **(speed or {})}
     if name == "brisque":
         from leaf.teacher.brisque_backend import BrisqueTeacher
 

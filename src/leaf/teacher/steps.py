@@ -78,14 +78,17 @@ def teacher_points_step(
     shard: int = 0,
     n_shards: int = 1,
     source: str | None = None,
+    speed: dict | None = None,
 ) -> None:
     """Judge the shard's manifest images and write a points cache.
 
     ``source`` is the imported judgments file (import backend): the rule declares it as an input
     so that a change of its content reruns the teacher; the backend reads it from ``teacher``.
+    ``speed``: the backend's speed-only options (:func:`leaf.teacher.factory.speed_options`),
+    which the rule's script reads from the config at run time, so that they rerun nothing.
     """
     images = shard_rows(pd.read_parquet(manifest, columns=["image_id", "path"]), shard, n_shards)
-    backend = make_backend(teacher)
+    backend = make_backend(teacher, speed)
     log.info("%s: judging %d images (shard %d of %d)", backend.name, len(images), shard, n_shards)
     logliks = backend.point_logliks(images["path"].tolist())
     levels = Levels.from_config(teacher["levels"])
@@ -102,15 +105,17 @@ def teacher_pairs_step(
     shard: int = 0,
     n_shards: int = 1,
     source: str | None = None,
+    speed: dict | None = None,
 ) -> None:
-    """Ask the teacher about the shard's pairs and write a pairs cache (``source``: see above).
+    """Ask the teacher about the shard's pairs and write a pairs cache (``source``, ``speed``:
+    see above).
 
     A point-only backend writes an empty cache whose metadata says ``point_only: true``.
     """
     all_pairs = pd.read_parquet(pairs, columns=["pair_id", "image_a", "image_b"])
     pair_table = shard_rows(all_pairs, shard, n_shards)
     images = pd.read_parquet(manifest, columns=["image_id", "path"])
-    backend = make_backend(teacher)
+    backend = make_backend(teacher, speed)
 
     def provenance() -> dict:
         return {

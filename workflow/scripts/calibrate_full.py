@@ -1,6 +1,0 @@
-"""Rule calibrate_full: see leaf.student.full.full_calibrate_step."""
-
-from leaf.student.full import full_calibrate_step
-from leaf.workflow_io import run_step
-
-run_step(snakemake, full_calibrate_step)  # noqa: F821 (snakemake is injected by the script directive)

@@ -1,6 +1,0 @@
-"""Rule evaluate_full: see leaf.student.full.full_predict_step."""
-
-from leaf.student.full import full_predict_step
-from leaf.workflow_io import run_step
-
-run_step(snakemake, full_predict_step)  # noqa: F821 (snakemake is injected by the script directive)
