@@ -24,6 +24,10 @@ include: "workflow/rules/tables.smk"
 include: "workflow/rules/deploy.smk"
 
 
+localrules:
+    all,
+
+
 rule all:
     default_target: True
     input:

@@ -55,7 +55,8 @@ def split_config(wildcards):
 
 def prepare_inputs(wildcards):
     """The dataset's label file (leaf.datasets.label_file: the demo's generated one, or the
-    real dataset's, read in place), so that editing a label reruns prepare and what follows."""
+    real dataset's, read in place), so that editing a label reruns prepare and what follows.
+    """
     dataset = dataset_config(wildcards)
     path = label_file(dataset["adapter"], dataset["root"], dataset.get("options", {}))
     return {"labels": str(path)} if path is not None else {}

@@ -6,6 +6,11 @@
 # its calibrate checkpoint kept its epoch by); test scores are never used to choose.
 
 
+# Jobs that only gather or merge small files: run where Snakemake runs, not as cluster jobs.
+localrules:
+    deploy_best,
+
+
 rule deploy:
     input:
         model=main_student_model,

@@ -3,6 +3,13 @@
 # requesting one that is not configured fails with an error naming the missing key.
 
 
+# Jobs that only gather or merge small files: run where Snakemake runs, not as cluster jobs.
+localrules:
+    results_table,
+    fig2,
+    fig4,
+
+
 rule results_table:
     input:
         unpack(table_inputs),

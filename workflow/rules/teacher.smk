@@ -5,6 +5,14 @@
 # teacher (`teacher` and `extra_teachers`) runs through these rules under its own hash.
 
 
+# Jobs that only gather or merge small files: run where Snakemake runs, not as cluster jobs.
+localrules:
+    merge_points,
+    merge_pairs,
+    filter_pairs,
+    teacher_zero_shot,
+
+
 rule teacher_point:
     input:
         unpack(teacher_source),
