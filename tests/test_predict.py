@@ -157,6 +157,19 @@ def test_predict_csv_in_csv_out_and_glob(artifact, image_folder, tmp_path):
     summary = predict_images(artifact, bare, tmp_path / "bare.parquet", progress=False)
     assert summary.scored == 2
 
+    # A headerless list whose first row is a missing image (a typo): data, reported as an
+    # error, not silently taken for a header (a field-tested case).
+    typo = tmp_path / "typo.csv"
+    typo.write_text(f"typo_missing.jpg\n{image_folder / 'a.png'}\n{image_folder / 'd.png'}\n")
+    summary = predict_images(artifact, typo, tmp_path / "typo.parquet", progress=False)
+    assert summary.scored == 2
+    assert [Path(p).name for p, _ in summary.errors] == ["typo_missing.jpg"]
+    # A real header without a `path` column (first cell not an image name) is still a header.
+    named = tmp_path / "named.csv"
+    named.write_text(f"file,note\n{image_folder / 'a.png'},x\n")
+    summary = predict_images(artifact, named, tmp_path / "named.parquet", progress=False)
+    assert summary.scored == 1 and not summary.errors
+
     out_glob = tmp_path / "glob.parquet"
     summary = predict_images(artifact, str(image_folder / "*.png"), out_glob, progress=False)
     assert summary.scored == 2 and not summary.errors

@@ -68,7 +68,9 @@ def _walk_images(folder: Path) -> Iterator[Path]:
 
 def _csv_paths(table: Path) -> Iterator[Path]:
     """Paths listed in a CSV (column ``path``, else the first column), read row by row. Without
-    a ``path`` header, a first row that names an existing file is a path, not a header."""
+    a ``path`` header, a first row whose first cell looks like an image path (an image suffix,
+    or an existing file) is data, not a header: a missing file there is reported like any other
+    row's, never silently taken for a column name."""
 
     def resolve(text: str) -> Path:
         path = Path(text.strip())
@@ -80,8 +82,10 @@ def _csv_paths(table: Path) -> Iterator[Path]:
         if not header:
             return
         column = header.index("path") if "path" in header else 0
-        if "path" not in header and resolve(header[0]).is_file():
-            yield resolve(header[0])
+        first = header[0].strip()
+        looks_like_image = Path(first).suffix.lower() in IMAGE_SUFFIXES
+        if "path" not in header and first and (looks_like_image or resolve(first).is_file()):
+            yield resolve(first)
         for row in reader:
             if len(row) > column and row[column].strip():
                 yield resolve(row[column])
