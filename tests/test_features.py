@@ -9,13 +9,17 @@ from skimage import data
 
 from leaf.student.backbones import create_backbone, preprocess_config
 from leaf.student.features import (
+    POOLING_MODES,
     build_native_transform,
+    build_resize_transform,
     build_transform,
     default_resize,
     embed_images,
     features_step,
     load_features,
     mean_max_pool,
+    pool_statistics,
+    stage_widths,
 )
 
 LITE0 = "tf_efficientnet_lite0"
@@ -132,3 +136,85 @@ def test_features_step_records_the_pooling(image_paths, tmp_path):
     )
     saved = torch.load(out, weights_only=True)
     assert saved["pooling"] == "native_meanmax" and saved["features"].shape == (2, 2560)
+
+
+def test_pool_statistics_mean_std_max_per_channel():
+    feature_map = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
+    pooled = pool_statistics(feature_map, ("mean", "std", "max"))
+    assert pooled.shape == (2, 9) and pooled.dtype == torch.float32
+    assert torch.equal(pooled[0, :3], torch.tensor([1.5, 5.5, 9.5]))
+    std = float(np.std([0.0, 1.0, 2.0, 3.0]))  # population std of every channel here
+    torch.testing.assert_close(pooled[0, 3:6], torch.full((3,), std))
+    assert torch.equal(pooled[0, 6:], torch.tensor([3.0, 7.0, 11.0]))
+    assert torch.equal(pool_statistics(feature_map.bfloat16(), ("mean",)), pooled[:, :3])
+    with pytest.raises(ValueError, match="unknown pooling statistics"):
+        pool_statistics(feature_map, ("median",))
+
+
+def _stage_meanstd_reference(backbone, tensor: torch.Tensor) -> np.ndarray:
+    """Independent reference: timm's features_only hooks of the same stages, mean/std pooled."""
+    with torch.inference_mode():
+        _, maps = backbone.forward_intermediates(tensor)
+    return torch.cat(
+        [torch.cat([m.mean(dim=(2, 3)), m.std(dim=(2, 3), unbiased=False)], 1) for m in maps], 1
+    )[0].numpy()
+
+
+@pytest.mark.parametrize("pooling", ["stages_meanstd", "native_stages_meanstd"])
+def test_stage_pooling_modes(backbone, image_paths, tmp_path, pooling):
+    """Every stage mean+std pooled (2 x (16+24+40+112+320) = 1024 for Lite0), whole image (no
+    crop), images of different sizes in one batch; stage_meanstd resizes the short side."""
+    assert pooling in POOLING_MODES
+    odd = tmp_path / "odd.png"
+    Image.fromarray(data.coffee()).resize((72, 100)).save(odd)
+    paths = [image_paths[0], str(odd), image_paths[1]]
+    kwargs = {"batch_size": 3, "progress": False, "amp": False, "image_size": 48}
+    features = embed_images(backbone, paths, pooling=pooling, **kwargs)
+    assert stage_widths(backbone) == [16, 24, 40, 112, 320]
+    assert features.shape == (3, 1024) and features.dtype == np.float32
+    config = preprocess_config(backbone)
+    transform = (
+        build_native_transform(config)
+        if pooling.startswith("native")
+        else build_resize_transform(config, 48)
+    )
+    for row, path in enumerate(paths):
+        with Image.open(path) as image:
+            tensor = transform(image.convert("RGB")).unsqueeze(0)
+        if pooling == "stages_meanstd":  # short side 48, aspect kept
+            assert tensor.shape[-2:] == ((66, 48) if path == str(odd) else (48, 64))
+        expected = _stage_meanstd_reference(backbone, tensor)
+        np.testing.assert_allclose(features[row], expected, rtol=1e-4, atol=1e-4)
+    # bf16 autocast (where supported) stays close to float32
+    amp = embed_images(backbone, paths, pooling=pooling, **{**kwargs, "amp": True})
+    assert np.corrcoef(amp.ravel(), features.ravel())[0, 1] > 0.99
+
+
+def test_features_step_records_the_stage_pooling(image_paths, tmp_path):
+    manifest = tmp_path / "manifest.parquet"
+    ids = [f"img{i}.png" for i in range(2)]
+    pd.DataFrame({"image_id": ids, "path": image_paths[:2], "mos": 1.0}).to_parquet(manifest)
+    out = tmp_path / "stages.pt"
+    features_step(
+        manifest=str(manifest),
+        features=str(out),
+        backbone=LITE0,
+        weights="package",
+        image_size=64,
+        batch_size=2,
+        threads=1,
+        pooling="stages_meanstd",
+    )
+    saved = torch.load(out, weights_only=True)
+    assert saved["pooling"] == "stages_meanstd" and saved["features"].shape == (2, 1024)
+
+
+def test_schema_pooling_enum_is_the_code_list():
+    import yaml
+
+    from leaf.student import features
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    schema = yaml.safe_load((root / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    pooling = schema["properties"]["student"]["properties"]["pooling"]
+    assert pooling["enum"] == list(features.POOLING_MODES)

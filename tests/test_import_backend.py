@@ -1,4 +1,5 @@
-"""Imported teacher judgments: Q-Bench JSON and generic tables, never reading gt_score."""
+"""Imported teacher judgments: Q-Bench JSON, generic tables and logits JSON arrays, never
+reading gt_score (nor pred_mos)."""
 
 import json
 import logging
@@ -8,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from scipy.stats import spearmanr
 
+from leaf.teacher import import_backend
 from leaf.teacher.backend import Levels, TeacherOutputError
 from leaf.teacher.cache import read_cache
 from leaf.teacher.factory import make_backend
@@ -17,6 +20,7 @@ from leaf.teacher.import_backend import (
     ImportedEnsemble,
     ImportedTeacher,
     PointOnlyTeacherError,
+    read_logits_json,
     read_qbench_json,
 )
 from leaf.teacher.steps import teacher_points_step
@@ -28,6 +32,10 @@ GOOD_POOR = Levels(("good", "poor"), (1.0, 0.0))
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 AGIQA = SHARED / "datasets" / "agiqa3k"
 QBENCH = SHARED / "teachers" / "qbench-agiqa3k"
+QALIGN = SHARED / "teachers" / "qalign5-agiqa3k"
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+FIVE_WORDS = ("excellent", "good", "fair", "poor", "bad")
+FIVE_LEVELS = Levels(FIVE_WORDS, (5.0, 4.0, 3.0, 2.0, 1.0))
 
 
 def _fixture_records(path: Path) -> list[dict]:
@@ -223,3 +231,181 @@ def test_ensemble_needs_two_files_and_names_a_missing_image():
     ensemble = ImportedEnsemble(GOOD_POOR, [str(TWO_LEVELS), str(THREE_LEVELS)])
     with pytest.raises(ValueError, match="no judgment in the file.*nowhere.jpg"):
         ensemble.point_logliks(_image_paths(["gen_a_000.jpg", "nowhere.jpg"]))
+
+
+def test_schema_format_enum_is_the_code_list():
+    """One list of import formats: the config schema's enum is FORMATS (+ null: guess)."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    teacher = schema["$defs"]["teacher"]
+    enum = teacher["properties"]["import"]["properties"]["format"]["enum"]
+    assert [f for f in enum if f is not None] == list(import_backend.FORMATS)
+    assert None in enum
+
+
+def _logits_record(name: str, logits: dict, pred_mos=None) -> dict:
+    record = {"filename": name, "logits": logits}
+    if pred_mos is not None:
+        record["pred_mos"] = pred_mos
+    return record
+
+
+def _write_logits_json(path: Path, records: list[dict]) -> Path:
+    path.write_text(json.dumps(records))
+    return path
+
+
+def _five(values, extra=None) -> dict:
+    logits = {f" {w}": float(v) for w, v in zip(FIVE_WORDS, values, strict=True)}
+    return {**logits, **(extra or {})}
+
+
+@pytest.fixture
+def logits_file(tmp_path):
+    rng = np.random.default_rng(0)
+    records = [
+        _logits_record(
+            f"gen_{i}.jpg",
+            _five(rng.normal(10, 3, 5), {" high": 30.0, " low": -4.0, " medium": 1.5}),
+            pred_mos="garbage" if i % 2 else 1e9,  # never read: any value, any type
+        )
+        for i in range(5)
+    ]
+    return _write_logits_json(tmp_path / "teacher.json", records), records
+
+
+def test_logits_json_score_is_recomputed_from_the_logits(logits_file, tmp_path):
+    path, records = logits_file
+    frame = read_logits_json(path)
+    assert list(frame.columns) == ["filename"] + [f"logit_{w}" for w in FIVE_WORDS] + [
+        "logit_high",
+        "logit_low",
+        "logit_medium",
+    ]
+    names = [r["filename"] for r in records]
+    manifest = tmp_path / "manifest.parquet"
+    pd.DataFrame({"image_id": names, "path": _image_paths(names)}).to_parquet(manifest)
+    teacher = {
+        "backend": "import",
+        "levels": {"words": list(FIVE_WORDS), "values": [5, 4, 3, 2, 1]},
+        "import": {"path": str(path), "format": "logits_json"},
+    }
+    points = tmp_path / "points.parquet"
+    teacher_points_step(manifest=str(manifest), points=str(points), teacher=teacher)
+    cache, meta = read_cache(points)
+    logits = np.array([[r["logits"][f" {w}"] for w in FIVE_WORDS] for r in records])
+    expected = _softmax(logits) @ np.array([5.0, 4.0, 3.0, 2.0, 1.0])
+    np.testing.assert_allclose(cache.set_index("image_id").loc[names, "score"], expected)
+    assert "pred_mos" not in json.dumps(meta) and "garbage" not in json.dumps(meta)
+
+
+def test_logits_json_keeps_only_filename_and_logits(logits_file, tmp_path):
+    path, records = logits_file
+    teacher = ImportedTeacher(FIVE_LEVELS, str(path), format="logits_json")
+    assert teacher.image_column == "filename"
+    assert list(teacher.logits.columns) == list(FIVE_WORDS)
+    assert teacher.provenance()["ignored_words"] == ["high", "low", "medium"]
+    # Changing pred_mos changes nothing that is kept.
+    changed = [{**r, "pred_mos": -7.0} for r in records]
+    other = ImportedTeacher(
+        FIVE_LEVELS, str(_write_logits_json(tmp_path / "other.json", changed)), "logits_json"
+    )
+    assert other.content_sha256() == teacher.content_sha256()
+
+
+def test_logits_json_matches_words_case_insensitively_without_spaces(tmp_path):
+    record = _logits_record(
+        "a.jpg", {" Excellent": 1.0, "GOOD": 2.0, " fair ": 3.0, " Poor": 4.0, " bad": 5.0}
+    )
+    path = _write_logits_json(tmp_path / "mixed.json", [record])
+    teacher = ImportedTeacher(Levels(("Bad", "Excellent"), (0.0, 1.0)), str(path), "logits_json")
+    assert teacher.point_logliks(["x/a.jpg"]).tolist() == [[5.0, 1.0]]
+    assert teacher.point_logliks(["x/a.jpg"]).shape == (1, 2)
+
+
+def test_logits_json_missing_level_word_names_file_and_word(tmp_path):
+    records = [
+        _logits_record("a.jpg", {" excellent": 1.0, " good": 2.0, " poor": 4.0, " bad": 0.0})
+    ]
+    path = _write_logits_json(tmp_path / "no_fair.json", records)
+    with pytest.raises(ValueError, match=r"no_fair.json: level word 'fair' has no 'fair' key"):
+        ImportedTeacher(FIVE_LEVELS, str(path), format="logits_json")
+    # A word missing in one record only: the image and the word are named when it is used.
+    records = [
+        _logits_record("a.jpg", _five([1, 2, 3, 4, 5])),
+        _logits_record("b.jpg", {" excellent": 1.0, " good": 2.0, " poor": 4.0, " bad": 0.0}),
+    ]
+    teacher = ImportedTeacher(
+        FIVE_LEVELS, str(_write_logits_json(tmp_path / "partial.json", records)), "logits_json"
+    )
+    with pytest.raises(TeacherOutputError, match=r"partial.json.*'b.jpg', level word 'fair'"):
+        teacher.point_logliks(["x/a.jpg", "x/b.jpg"])
+
+
+def test_logits_json_rejects_malformed_files(tmp_path):
+    not_array = _write_logits_json(tmp_path / "object.json", {"filename": "a.jpg"})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="one JSON array"):
+        read_logits_json(not_array)
+    no_name = _write_logits_json(tmp_path / "no_name.json", [{"logits": _five([1] * 5)}])
+    with pytest.raises(ValueError, match="record 1 has no 'filename' field"):
+        read_logits_json(no_name)
+    no_logits = _write_logits_json(tmp_path / "no_logits.json", [{"filename": "a.jpg"}])
+    with pytest.raises(ValueError, match="record 1 has no 'logits' object"):
+        read_logits_json(no_logits)
+    twice = _write_logits_json(
+        tmp_path / "twice.json", [_logits_record("a.jpg", {" good": 1.0, "Good": 2.0})]
+    )
+    with pytest.raises(ValueError, match="word 'good' twice"):
+        read_logits_json(twice)
+    (tmp_path / "cut.json").write_text('[{"filename": "a.jpg", "logits": {')
+    with pytest.raises(ValueError, match="cut.json: not valid JSON"):
+        read_logits_json(tmp_path / "cut.json")
+
+
+def test_logits_json_ensemble_mixes_the_members(tmp_path):
+    rng = np.random.default_rng(1)
+    names = [f"img_{i}.jpg" for i in range(4)]
+    files = [
+        _write_logits_json(
+            tmp_path / f"member{m}.json",
+            [_logits_record(n, _five(rng.normal(0, 2, 5)), pred_mos=0.0) for n in names],
+        )
+        for m in range(2)
+    ]
+    ensemble = make_backend(
+        {
+            "backend": "import",
+            "levels": {"words": list(FIVE_WORDS), "values": [5, 4, 3, 2, 1]},
+            "import": {"path": [str(f) for f in files], "format": "logits_json"},
+        }
+    )
+    assert isinstance(ensemble, ImportedEnsemble)
+    paths = _image_paths(names)
+    members = [ImportedTeacher(FIVE_LEVELS, str(f), "logits_json") for f in files]
+    expected = np.mean([_softmax(m.point_logliks(paths)) for m in members], axis=0)
+    np.testing.assert_allclose(np.exp(ensemble.point_logliks(paths)), expected, rtol=1e-12)
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not QALIGN.exists() or not AGIQA.exists(), reason="../shared is absent")
+@pytest.mark.parametrize("file", ["qwen2_vl_7b.json", "llava_onevision_7b.json"])
+def test_qalign_logits_import_matches_the_publishers_expectation(file):
+    """Both five-level files: every AGIQA-3K image, finite scores, and the recomputed score
+    equals the file's pred_mos up to its half-precision rounding (the publisher's expectation of
+    the same logits, read here independently: a consistency check of the importer; pred_mos is
+    not a label)."""
+    names = pd.read_csv(AGIQA / "data.csv", usecols=["name"])["name"].tolist()
+    teacher = ImportedTeacher(FIVE_LEVELS, str(QALIGN / file), format="logits_json")
+    logliks = teacher.point_logliks(_image_paths(names))
+    assert logliks.shape == (len(names), 5) == (2982, 5)
+    scores = _softmax(logliks) @ np.array(FIVE_LEVELS.values)
+    assert np.isfinite(scores).all() and ((scores >= 1) & (scores <= 5)).all()
+    published = {r["filename"]: r["pred_mos"] for r in json.loads((QALIGN / file).read_text())}
+    expected = np.array([published[n] for n in names], dtype=np.float64)
+    # The publisher computed pred_mos in half precision (Qwen2-VL's values are all bfloat16
+    # numbers, LLaVA-OV's float16 ones), so 1e-4 is out of reach: allow 1.5 bfloat16 steps
+    # (8 significant bits: 2**(exponent - 7), i.e. 0.016..0.047 for scores in [2, 8)) per
+    # image, and ask for near-identity on average and in rank.
+    bf16_step = 2.0 ** (np.floor(np.log2(np.abs(expected))) - 7)
+    assert np.all(np.abs(scores - expected) <= 1.5 * bf16_step)
+    assert np.mean(np.abs(scores - expected)) < 0.01
+    assert spearmanr(scores, expected).statistic > 0.999

@@ -1,6 +1,6 @@
 """Frozen-backbone features, computed once per (dataset, backbone) and cached ("head" mode).
 
-Two pooling modes (``pooling``):
+Pooling modes (``pooling``):
 
 * ``center_crop`` (default): timm's evaluation recipe. Resize the short side to ``resize``
   (default ``round(image_size / 0.875)``) with the model's interpolation, centre-crop
@@ -12,10 +12,19 @@ Two pooling modes (``pooling``):
   texture and artefacts survive that a 224 px centre crop throws away; the cost grows with the
   pixel count (AGIQA-3K at 512 x 512: about 5x the centre-crop cost). Images of different sizes
   are run in separate forward passes (same-size images of a batch are stacked).
+* ``stages_meanstd``: the whole image, its short side resized to ``image_size`` (aspect ratio
+  kept, no crop; model interpolation, scaled and normalised as above), through the backbone;
+  the feature map of every stage (timm ``forward_intermediates``: for EfficientNet the five
+  stages of strides 2..32, before the final 1x1 ``conv_head``) global mean- and std-pooled,
+  concatenated stage by stage (d = 2 x the sum of the stage widths: 1024 for Lite0, 1120 for
+  Lite2). Low stages carry texture, noise and sharpness statistics, high stages content and
+  aesthetics; the std is a contrast/texture-energy measure that a mean alone misses.
+* ``native_stages_meanstd``: the same multi-stage mean+std pooling at the native image size.
 
 Extraction runs in eval mode under ``torch.inference_mode``, with bf16 autocast on CPUs that
-support it (``amp=True``). Results are deterministic for the same inputs, settings and thread
-count.
+support it (``amp=True``), the model and its inputs in channels-last memory format; pooled
+statistics are computed in float32. Throughput (images/s) is logged. Results are deterministic
+for the same inputs, settings and thread count.
 """
 
 from __future__ import annotations
@@ -40,7 +49,10 @@ from leaf.torch_compat import ensure_torchvision_importable
 log = logging.getLogger(__name__)
 
 DEFAULT_CROP_PCT = 0.875
-POOLING_MODES = ("center_crop", "native_meanmax")
+POOLING_MODES = ("center_crop", "native_meanmax", "stages_meanstd", "native_stages_meanstd")
+NATIVE_MODES = ("native_meanmax", "native_stages_meanstd")
+STAGE_MODES = ("stages_meanstd", "native_stages_meanstd")
+POOL_STATISTICS = ("mean", "std", "max")
 
 
 def default_resize(image_size: int) -> int:
@@ -79,23 +91,91 @@ def build_native_transform(data_config: dict) -> Callable[[Image.Image], torch.T
     )
 
 
+def build_resize_transform(
+    data_config: dict, image_size: int
+) -> Callable[[Image.Image], torch.Tensor]:
+    """PIL image -> normalised tensor of the whole image, short side resized to ``image_size``
+    (aspect ratio kept, no crop)."""
+    ensure_torchvision_importable()
+    from torchvision import transforms
+
+    interpolation = transforms.InterpolationMode(data_config.get("interpolation", "bicubic"))
+    return transforms.Compose(
+        [
+            transforms.Resize(image_size, interpolation=interpolation),
+            transforms.ToTensor(),
+            transforms.Normalize(mean=data_config["mean"], std=data_config["std"]),
+        ]
+    )
+
+
+def pool_statistics(
+    feature_map: torch.Tensor, statistics: Sequence[str] = ("mean", "std")
+) -> torch.Tensor:
+    """(n, c, h, w) feature map -> (n, len(statistics) * c): the global ``statistics`` (of
+    :data:`POOL_STATISTICS`; std is the population std) of every channel, in float32, one
+    statistic after the other."""
+    unknown = [s for s in statistics if s not in POOL_STATISTICS]
+    if unknown:
+        raise ValueError(f"unknown pooling statistics {unknown}; choose from {POOL_STATISTICS}")
+    flat = feature_map.float().flatten(2)
+    pooled = {
+        "mean": lambda: flat.mean(dim=2),
+        "std": lambda: flat.std(dim=2, unbiased=False),
+        "max": lambda: flat.amax(dim=2),
+    }
+    return torch.cat([pooled[s]() for s in statistics], dim=1)
+
+
+def stage_feature_maps(model: torch.nn.Module, batch: torch.Tensor) -> list[torch.Tensor]:
+    """Feature maps of every stage of ``model`` (timm ``forward_intermediates``), shallow to
+    deep, followed by the final feature map (after the model's last convolution)."""
+    final, intermediates = model.forward_intermediates(batch)
+    return [*intermediates, final]
+
+
+def stage_widths(model: torch.nn.Module) -> list[int]:
+    """Channel counts of the stage feature maps of ``model`` (its timm ``feature_info``)."""
+    return [int(info["num_chs"]) for info in model.feature_info]
+
+
+def stages_pool(
+    model: torch.nn.Module, batch: torch.Tensor, statistics: Sequence[str] = ("mean", "std")
+) -> torch.Tensor:
+    """Every stage's feature map of ``batch`` pooled with :func:`pool_statistics`, concatenated
+    stage by stage (the final feature map after the last convolution is not included)."""
+    maps = stage_feature_maps(model, batch)[:-1]
+    return torch.cat([pool_statistics(m, statistics) for m in maps], dim=1)
+
+
 def mean_max_pool(feature_map: torch.Tensor) -> torch.Tensor:
     """(n, c, h, w) feature map -> (n, 2c): global mean-pooled then max-pooled channels."""
     return torch.cat([feature_map.mean(dim=(2, 3)), feature_map.amax(dim=(2, 3))], dim=1)
 
 
-def _native_forward(model: torch.nn.Module, images: list[torch.Tensor]) -> torch.Tensor:
-    """Mean+max pooled feature maps of native-size ``images``; same-size images are stacked
-    into one forward pass, the rows come back in input order."""
+def _final_meanmax(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """Mean+max pooled final feature map (``forward_features``) of ``batch``."""
+    return mean_max_pool(model.forward_features(batch).float())
+
+
+def _stages_meanstd(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    return stages_pool(model, batch, ("mean", "std"))
+
+
+def _grouped_forward(
+    model: torch.nn.Module,
+    images: list[torch.Tensor],
+    pool: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """``pool(model, batch)`` of images of any size; same-size images are stacked into one
+    channels-last forward pass, the rows come back in input order."""
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for index, image in enumerate(images):
         by_shape.setdefault(tuple(image.shape), []).append(index)
     rows: list[torch.Tensor | None] = [None] * len(images)
     for indices in by_shape.values():
         batch = torch.stack([images[i] for i in indices])
-        pooled = mean_max_pool(
-            model.forward_features(batch.contiguous(memory_format=torch.channels_last)).float()
-        )
+        pooled = pool(model, batch.contiguous(memory_format=torch.channels_last)).float()
         for row, index in zip(pooled, indices, strict=True):
             rows[index] = row
     return torch.stack(rows)  # type: ignore[arg-type]
@@ -143,25 +223,43 @@ def embed_images(
 ) -> np.ndarray:
     """Pooled features (n, d) float32 of the images at ``paths`` through ``model``.
 
-    ``pooling`` is one of :data:`POOLING_MODES` (see the module docstring; ``image_size`` and
-    ``resize`` only apply to ``center_crop``). ``model`` is put in eval mode and channels-last
-    memory format (faster oneDNN convolutions).
+    ``pooling`` is one of :data:`POOLING_MODES` (see the module docstring; ``resize`` only
+    applies to ``center_crop``, ``image_size`` to ``center_crop`` and ``stages_meanstd``).
+    ``model`` is put in eval mode and channels-last memory format (faster oneDNN convolutions).
     """
     if pooling not in POOLING_MODES:
         raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLING_MODES}")
-    native = pooling == "native_meanmax"
     data_config = preprocess_config(model)
-    transform = (
-        build_native_transform(data_config)
-        if native
-        else build_transform(data_config, image_size, resize)
-    )
+    if pooling == "center_crop":
+        transform = build_transform(data_config, image_size, resize)
+        return run_extraction(model, paths, transform, None, batch_size, amp, progress)
+    if pooling in NATIVE_MODES:
+        transform = build_native_transform(data_config)
+    else:
+        transform = build_resize_transform(data_config, image_size)
+    pool = _stages_meanstd if pooling in STAGE_MODES else _final_meanmax
+    return run_extraction(model, paths, transform, pool, batch_size, amp, progress)
+
+
+def run_extraction(
+    model: torch.nn.Module,
+    paths: Sequence[str | Path],
+    transform: Callable[[Image.Image], torch.Tensor],
+    pool: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] | None,
+    batch_size: int = 32,
+    amp: bool = True,
+    progress: bool = True,
+) -> np.ndarray:
+    """The extraction loop: images read and ``transform``-ed, then ``pool(model, batch)`` of
+    same-size images (``pool=None``: ``model(batch)`` of a stacked batch, the model's own
+    pooled features), under ``inference_mode`` and, where supported, bf16 autocast."""
+    grouped = pool is not None
     loader = DataLoader(
         ImagePathDataset(paths, transform),
         batch_size=batch_size,
         shuffle=False,
         num_workers=0,
-        collate_fn=_as_list if native else None,
+        collate_fn=_as_list if grouped else None,
     )
     use_amp = amp and bf16_autocast_supported()
     if amp and not use_amp:
@@ -174,21 +272,21 @@ def embed_images(
         torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_amp),
     ):
         for batch in tqdm(loader, desc="features", unit="batch", disable=not progress):
-            if native:
-                chunks.append(_native_forward(model, batch).numpy())
+            if grouped:
+                chunks.append(_grouped_forward(model, batch, pool).numpy())
                 continue
             batch = batch.contiguous(memory_format=torch.channels_last)
             chunks.append(model(batch).float().numpy())
     elapsed = time.perf_counter() - start
-    width = model.num_features * (2 if native else 1)
-    features = np.concatenate(chunks) if chunks else np.zeros((0, width), np.float32)
+    features = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
     log.info(
-        "extracted %s features of %d images in %.1f s (%.1f images/s, %s)",
+        "extracted %s features of %d images in %.1f s (%.1f images/s, %s, %d threads)",
         features.shape,
         len(paths),
         elapsed,
         len(paths) / max(elapsed, 1e-9),
         "bf16" if use_amp else "fp32",
+        torch.get_num_threads(),
     )
     return features.astype(np.float32, copy=False)
 

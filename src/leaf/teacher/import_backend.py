@@ -1,14 +1,19 @@
 """Import existing per-image teacher judgments (e.g. published MLLM logits) as a point-only teacher.
 
-Two input formats:
+Input formats (:data:`FORMATS`, also the config schema's ``teacher.import.format`` enum):
 
 - ``qbench``: the Q-Bench output JSON, objects written back to back (``{...}{...}``, optionally
   separated by whitespace), each with ``img_path`` and ``logit_<word>`` fields;
-- ``table``: a CSV or Parquet file with an image column and ``logit_<word>`` columns.
+- ``table``: a CSV or Parquet file with an image column and ``logit_<word>`` columns;
+- ``logits_json``: one JSON array of ``{"filename": ..., "logits": {" excellent": <float>, ...},
+  ...}`` objects (e.g. Q-Align-style next-token logits). The words of ``logits`` are matched
+  with surrounding whitespace stripped (tokenizers put a leading space before the word).
 
-Only the image field and the ``logit_*`` fields are ever kept: every other field is dropped while
-decoding. In particular the Q-Bench ``gt_score`` field is the human MOS, a label; keeping it would
-leak test labels into label-free training.
+Only the image field and the logits (``logit_*`` fields, or the ``logits`` object) are ever kept:
+every other field is dropped while decoding. In particular the Q-Bench ``gt_score`` field is the
+human MOS, a label; keeping it would leak test labels into label-free training. A
+``logits_json`` file's ``pred_mos`` (the publisher's expectation over the same logits) is not a
+label but is dropped as well: the score is always recomputed from the logits.
 
 The logit of each configured level word is used as its log-likelihood: the softmax over the
 level words is the same whether one starts from logits or log-probabilities. Words are matched
@@ -48,7 +53,14 @@ log = logging.getLogger(__name__)
 
 LOGIT_PREFIX = "logit_"
 QBENCH_IMAGE_FIELD = "img_path"
-FORMATS = ("qbench", "table")
+LOGITS_JSON_IMAGE_FIELD = "filename"
+LOGITS_JSON_FIELD = "logits"
+FORMATS = ("qbench", "table", "logits_json")
+DEFAULT_IMAGE_FIELDS = {
+    "qbench": QBENCH_IMAGE_FIELD,
+    "table": "image_id",
+    "logits_json": LOGITS_JSON_IMAGE_FIELD,
+}
 
 
 class PointOnlyTeacherError(NotImplementedError):
@@ -81,6 +93,52 @@ def read_qbench_json(path: str | Path, image_field: str = QBENCH_IMAGE_FIELD) ->
         records.append(record)
         position = whitespace.match(text, position).end()
     return pd.DataFrame.from_records(records)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def read_logits_json(path: str | Path, image_field: str = LOGITS_JSON_IMAGE_FIELD) -> pd.DataFrame:
+    """Decode a JSON array of ``{image_field, "logits": {word: logit}}`` records into a frame
+    with the image field and one ``logit_<word>`` column per word (word stripped of surrounding
+    whitespace, lower-cased).
+
+    Every other field of a record (``pred_mos``, ...) is dropped inside the decoder. (A JSON
+    object whose values are all numbers is a ``logits`` mapping and kept whole; a record has a
+    string image field, so it is always filtered.)
+    """
+    kept = {image_field, LOGITS_JSON_FIELD}
+
+    def keep(pairs: list[tuple[str, object]]) -> dict:
+        if pairs and all(_is_number(v) for _, v in pairs) and image_field not in dict(pairs):
+            return dict(pairs)  # a logits mapping
+        return {k: v for k, v in pairs if k in kept}
+
+    try:
+        records = json.loads(Path(path).read_text(), object_pairs_hook=keep)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON: {error}") from None
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: a logits_json file must hold one JSON array of records")
+    rows: list[dict] = []
+    for number, record in enumerate(records, start=1):
+        if not isinstance(record, dict) or image_field not in record:
+            raise ValueError(f"{path}: record {number} has no {image_field!r} field")
+        logits = record.get(LOGITS_JSON_FIELD)
+        if not isinstance(logits, dict):
+            raise ValueError(f"{path}: record {number} has no {LOGITS_JSON_FIELD!r} object")
+        row = {image_field: record[image_field]}
+        for word, value in logits.items():
+            column = LOGIT_PREFIX + word.strip().lower()
+            if column in row:
+                raise ValueError(
+                    f"{path}: record {number} has the word {word.strip().lower()!r} twice "
+                    "(after stripping spaces and lower-casing)"
+                )
+            row[column] = value
+        rows.append(row)
+    return pd.DataFrame.from_records(rows)
 
 
 def read_table(path: str | Path, image_field: str) -> pd.DataFrame:
@@ -117,9 +175,10 @@ class ImportedTeacher:
     Args:
         levels: the configured level words (matched case-insensitively to ``logit_<word>``).
         path: the file to import.
-        format: ``qbench`` or ``table``; guessed from the extension when omitted.
+        format: one of :data:`FORMATS`; guessed from the extension when omitted (.csv/.parquet:
+            ``table``, else ``qbench``).
         image_column: the field naming the image (default ``img_path`` for qbench,
-            ``image_id`` for tables).
+            ``image_id`` for tables, ``filename`` for logits_json).
     """
 
     name = "import"
@@ -137,13 +196,9 @@ class ImportedTeacher:
         self.format = format or _guess_format(self.path)
         if self.format not in FORMATS:
             raise ValueError(f"unknown import format {self.format!r}; use one of {FORMATS}")
-        default_column = QBENCH_IMAGE_FIELD if self.format == "qbench" else "image_id"
-        self.image_column = image_column or default_column
-        frame = (
-            read_qbench_json(self.path, self.image_column)
-            if self.format == "qbench"
-            else read_table(self.path, self.image_column)
-        )
+        self.image_column = image_column or DEFAULT_IMAGE_FIELDS[self.format]
+        reader = {"qbench": read_qbench_json, "table": read_table, "logits_json": read_logits_json}
+        frame = reader[self.format](self.path, self.image_column)
         self.logits, self.ignored_words = self._select_levels(frame)
 
     def _select_levels(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -155,9 +210,15 @@ class ImportedTeacher:
         }
         for word in self.levels.words:
             if word.lower() not in by_word:
+                where = (
+                    f"no {word.lower()!r} key (leading space allowed) in any record's "
+                    f"{LOGITS_JSON_FIELD!r}"
+                    if self.format == "logits_json"
+                    else f"no 'logit_{word.lower()}' field"
+                )
                 raise ValueError(
-                    f"{self.path}: level word {word!r} has no 'logit_{word.lower()}' field "
-                    f"(the file has words {sorted(by_word)})"
+                    f"{self.path}: level word {word!r} has {where} (the file has words "
+                    f"{sorted(by_word)})"
                 )
         configured = {w.lower() for w in self.levels.words}
         ignored = sorted(set(by_word) - configured)
