@@ -33,8 +33,6 @@ held-out *select* part of its MOS subset, never a test score).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import platform
@@ -46,6 +44,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from leaf.hashing import canonical_hash, plain
 from leaf.metrics import finite_or_none
 from leaf.student import torch_save_atomic
 from leaf.student.backbones import _timm, create_backbone, preprocess_config
@@ -135,21 +134,6 @@ def transform_of(preprocess: dict[str, Any]) -> Callable[[Image.Image], torch.Te
     if pooling == "native_meanmax":
         return build_native_transform(preprocess)
     return build_transform(preprocess, int(preprocess["image_size"]), int(preprocess["resize"]))
-
-
-def _plain(value: Any) -> Any:
-    """``value`` with tuples turned into lists (JSON- and ``weights_only``-friendly)."""
-    if isinstance(value, tuple | list):
-        return [_plain(item) for item in value]
-    if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
-    return value
-
-
-def canonical_hash(obj: Any, length: int = 12) -> str:
-    """Short sha256 of the canonical JSON of ``obj``."""
-    text = json.dumps(_plain(obj), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def select_score(checkpoint: dict[str, Any]) -> dict[str, float | None]:
@@ -242,9 +226,9 @@ def build_artifact(
             "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
         },
         "head": head,
-        "preprocess": _plain(preprocess),
+        "preprocess": plain(preprocess),
         "calibration": calibration,
-        "provenance": {**_plain(provenance or {}), "versions": _versions()},
+        "provenance": {**plain(provenance or {}), "versions": _versions()},
     }
 
 

@@ -27,14 +27,12 @@ teacher_hash(cfg)``. docs/cache_schema.md writes the rule down.
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib
-import json
 from typing import Any
 
+from leaf.hashing import HASH_LENGTH, canonical_hash
 from leaf.teacher.backend import Levels, TeacherBackend
 
-HASH_LENGTH = 12
 # Top-level keys that define the judgments (besides the selected backend's own options).
 JUDGMENT_KEYS = ("backend", "levels", "model", "prompts", "pairs")
 # Backend options that change speed, memory, placement or logging only, never a judgment.
@@ -132,9 +130,9 @@ def teacher_identity(teacher_cfg: dict) -> dict[str, Any]:
 
 
 def teacher_hash(teacher_cfg: dict) -> str:
-    """Stable 12-hex sha256 of the canonical JSON of :func:`teacher_identity`."""
-    canonical = json.dumps(teacher_identity(teacher_cfg), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:HASH_LENGTH]
+    """Stable 12-hex sha256 of the canonical JSON of :func:`teacher_identity`
+    (:func:`leaf.hashing.canonical_hash`)."""
+    return canonical_hash(teacher_identity(teacher_cfg), HASH_LENGTH)
 
 
 def teacher_gpus(teacher_cfg: dict) -> int:
