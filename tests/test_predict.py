@@ -25,7 +25,12 @@ from leaf.deploy import (
 )
 from leaf.predict import errors_path, predict_images
 from leaf.student.backbones import create_backbone
-from leaf.student.features import bf16_autocast_supported, embed_images
+from leaf.student.features import (
+    POOLING_MODES,
+    bf16_autocast_supported,
+    embed_images,
+    feature_width,
+)
 from leaf.student.heads import CalibratedHead, QualityHead, head_checkpoint
 
 LITE0 = "tf_efficientnet_lite0"
@@ -56,7 +61,7 @@ def tiny_artifact(
     path: Path, backbone: torch.nn.Module, pooling: str = "center_crop", **provenance
 ) -> Path:
     """Save an artifact of a random head on ``backbone`` (lite0 packaged weights) at ``path``."""
-    in_dim = backbone.num_features * (2 if pooling == "native_meanmax" else 1)
+    in_dim = feature_width(backbone, pooling)
     artifact = build_artifact(
         tiny_head(in_dim),
         LITE0,
@@ -198,7 +203,7 @@ def test_bf16_scores_are_close_to_fp32(artifact, image_folder, tmp_path):
     assert (a - b).abs().max() < 0.1 * (a.max() - a.min())
 
 
-@pytest.mark.parametrize("pooling", ["center_crop", "native_meanmax"])
+@pytest.mark.parametrize("pooling", POOLING_MODES)
 def test_artifact_scores_match_the_feature_path_of_training(
     pooling, backbone, image_folder, tmp_path
 ):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import io
 import logging
 import sys
 from collections.abc import Iterable, Mapping
@@ -38,9 +37,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from tqdm import tqdm
 
+from leaf.images import ImageReadError, read_rgb_bytes
 from leaf.parquet_io import write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -329,7 +328,8 @@ def load_labels(
 
 
 def _inspect_image(path: str) -> tuple[int, int, str] | str:
-    """(width, height, sha256) of a fully decoded image file, or the reason it is unusable."""
+    """(width, height, sha256) of a fully decoded image file (the size as displayed, EXIF
+    orientation applied: :func:`leaf.images.read_rgb`), or the reason it is unusable."""
     try:
         content = Path(path).read_bytes()
     except FileNotFoundError:
@@ -338,11 +338,9 @@ def _inspect_image(path: str) -> tuple[int, int, str] | str:
         return f"cannot read file: {error}"
     digest = hashlib.sha256(content).hexdigest()
     try:
-        with Image.open(io.BytesIO(content)) as image:
-            image.load()
-            width, height = image.size
-    except Exception as error:  # any decoder failure makes the image unusable
-        return f"cannot decode image: {type(error).__name__}: {error}"
+        width, height = read_rgb_bytes(content, name=path).size
+    except ImageReadError as error:  # any decoder failure makes the image unusable
+        return str(error).removeprefix(f"{path}: ")
     return width, height, digest
 
 

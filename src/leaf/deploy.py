@@ -50,10 +50,12 @@ from leaf.student import torch_save_atomic
 from leaf.student.backbones import _timm, create_backbone, preprocess_config
 from leaf.student.features import (
     POOLING_MODES,
-    build_native_transform,
     build_transform,
     default_resize,
-    mean_max_pool,
+    feature_width,
+    pool_batch,
+    pooling_transform,
+    variable_size,
 )
 from leaf.student.full import EvalTransform, artifact_preprocess
 from leaf.student.heads import CalibratedHead, head_from_checkpoint
@@ -95,15 +97,14 @@ class StudentModel(nn.Module):
 
     @property
     def native(self) -> bool:
-        """True for ``native_meanmax`` pooling (native-size inputs, any H and W)."""
-        return self.preprocess.get("pooling", "center_crop") == "native_meanmax"
+        """True when the student takes inputs of any H and W (every pooling but the centre
+        crop: native size, or the short side resized without a crop)."""
+        return variable_size(self.preprocess.get("pooling", "center_crop"))
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features (batch, d) float32 of preprocessed images (batch, 3, H, W),
-        as in :func:`leaf.student.features.embed_images`."""
-        if self.native:
-            return mean_max_pool(self.backbone.forward_features(images).float())
-        return self.backbone(images).float()
+        as :func:`leaf.student.features.embed_images` computes them (``pool_batch``)."""
+        return pool_batch(self.backbone, images, self.preprocess.get("pooling", "center_crop"))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Scores (batch,) float32 of preprocessed images (batch, 3, H, W)."""
@@ -131,8 +132,8 @@ def transform_of(preprocess: dict[str, Any]) -> Callable[[Image.Image], torch.Te
     pooling = preprocess.get("pooling", "center_crop")
     if pooling not in POOLING_MODES:
         raise ArtifactError(f"pooling {pooling!r} is not supported by this LEAF version")
-    if pooling == "native_meanmax":
-        return build_native_transform(preprocess)
+    if pooling != "center_crop":
+        return pooling_transform(pooling, preprocess, int(preprocess["image_size"]))
     return build_transform(preprocess, int(preprocess["image_size"]), int(preprocess["resize"]))
 
 
@@ -189,7 +190,7 @@ def build_artifact(
     model = weights if isinstance(weights, nn.Module) else create_backbone(backbone, weights)
     head_module = head_from_checkpoint(head)
     num_features = int(model.num_features)
-    width = num_features * (2 if pooling == "native_meanmax" else 1)
+    width = feature_width(model, pooling)
     if head["config"]["in_dim"] != width:
         raise ArtifactError(
             f"the head takes {head['config']['in_dim']} features but {backbone} with {pooling} "
@@ -203,7 +204,7 @@ def build_artifact(
             "interpolation": str(data_config.get("interpolation", "bicubic")),
             "mean": [float(v) for v in data_config["mean"]],
             "std": [float(v) for v in data_config["std"]],
-            "crop": "none" if pooling == "native_meanmax" else "center",
+            "crop": "center" if pooling == "center_crop" else "none",
             "pooling": pooling,
         }
     elif preprocess.get("pooling", "center_crop") != pooling:

@@ -35,6 +35,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from leaf.deploy import StudentModel, load_artifact
+from leaf.images import read_rgb
 from leaf.parquet_io import atomic_path, atomic_target
 from leaf.student.features import bf16_autocast_supported
 
@@ -164,8 +165,7 @@ def read_image(path: str | Path, transform: Callable[[Image.Image], torch.Tensor
     read = getattr(transform, "read", None)
     if read is not None:
         return read(path)
-    with Image.open(path) as image:
-        return transform(image.convert("RGB"))
+    return transform(read_rgb(path))
 
 
 def load_batch(

@@ -42,6 +42,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from leaf.images import read_rgb
 from leaf.student import torch_save_atomic
 from leaf.student.backbones import create_backbone, preprocess_config
 from leaf.torch_compat import ensure_torchvision_importable
@@ -199,8 +200,7 @@ class ImagePathDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        with Image.open(self.paths[index]) as image:
-            return self.transform(image.convert("RGB"))
+        return self.transform(read_rgb(self.paths[index]))
 
 
 def bf16_autocast_supported() -> bool:
@@ -209,6 +209,51 @@ def bf16_autocast_supported() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def pooling_transform(
+    pooling: str, data_config: dict, image_size: int = 224, resize: int | None = None
+) -> Callable[[Image.Image], torch.Tensor]:
+    """PIL image -> model input of ``pooling`` (see the module docstring): a centre crop, the
+    native image, or the whole image with its short side resized to ``image_size``."""
+    if pooling not in POOLING_MODES:
+        raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLING_MODES}")
+    if pooling == "center_crop":
+        return build_transform(data_config, image_size, resize)
+    if pooling in NATIVE_MODES:
+        return build_native_transform(data_config)
+    return build_resize_transform(data_config, image_size)
+
+
+def pooling_function(
+    pooling: str,
+) -> Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] | None:
+    """``pool(model, batch)`` -> (batch, d) features of ``pooling`` for a stacked batch of
+    same-size inputs; None for ``center_crop`` (the model's own pooled output)."""
+    if pooling not in POOLING_MODES:
+        raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLING_MODES}")
+    if pooling == "center_crop":
+        return None
+    return _stages_meanstd if pooling in STAGE_MODES else _final_meanmax
+
+
+def pool_batch(model: torch.nn.Module, batch: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(batch, d) float32 features of a stacked batch of same-size model inputs, as the
+    extraction computes them for ``pooling`` (the deployed student uses this too)."""
+    pool = pooling_function(pooling)
+    return (model(batch) if pool is None else pool(model, batch)).float()
+
+
+def feature_width(model: torch.nn.Module, pooling: str) -> int:
+    """d, the number of features ``pooling`` gives for ``model``."""
+    if pooling in STAGE_MODES:
+        return 2 * sum(stage_widths(model))
+    return int(model.num_features) * (2 if pooling == "native_meanmax" else 1)
+
+
+def variable_size(pooling: str) -> bool:
+    """True when ``pooling`` takes inputs of any height and width (no centre crop)."""
+    return pooling != "center_crop"
 
 
 def embed_images(
@@ -227,17 +272,8 @@ def embed_images(
     applies to ``center_crop``, ``image_size`` to ``center_crop`` and ``stages_meanstd``).
     ``model`` is put in eval mode and channels-last memory format (faster oneDNN convolutions).
     """
-    if pooling not in POOLING_MODES:
-        raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLING_MODES}")
-    data_config = preprocess_config(model)
-    if pooling == "center_crop":
-        transform = build_transform(data_config, image_size, resize)
-        return run_extraction(model, paths, transform, None, batch_size, amp, progress)
-    if pooling in NATIVE_MODES:
-        transform = build_native_transform(data_config)
-    else:
-        transform = build_resize_transform(data_config, image_size)
-    pool = _stages_meanstd if pooling in STAGE_MODES else _final_meanmax
+    transform = pooling_transform(pooling, preprocess_config(model), image_size, resize)
+    pool = pooling_function(pooling)
     return run_extraction(model, paths, transform, pool, batch_size, amp, progress)
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from leaf.images import oriented_size, read_rgb
 from leaf.parquet_io import atomic_path, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -46,23 +47,18 @@ def short_side_size(width: int, height: int, short_side: int) -> tuple[int, int]
 
 
 def decode_resized(path: str | Path, short_side: int) -> np.ndarray:
-    """The RGB image at ``path`` as uint8 (height, width, 3), short side ``short_side``."""
-    with Image.open(path) as image:
-        size = short_side_size(*image.size, short_side)
-        image.draft("RGB", size)  # JPEG only: decode at a reduced scale still >= size
-        image = image.convert("RGB")
-        if image.size != size:
-            image = image.resize(size, Image.Resampling.BICUBIC)
-        return np.asarray(image, dtype=np.uint8)
+    """The RGB image at ``path`` (:func:`leaf.images.read_rgb`: upright, 8-bit) as uint8
+    (height, width, 3), short side ``short_side``."""
+    size = short_side_size(*oriented_size(path), short_side)
+    image = read_rgb(path, min_size=size)  # JPEG: decoded at a reduced scale still >= size
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.BICUBIC)
+    return np.asarray(image, dtype=np.uint8)
 
 
 def _target_sizes(paths: Sequence[str | Path], short_side: int) -> list[tuple[int, int]]:
     """(width, height) of every cached image, from the file headers (nothing is decoded)."""
-    sizes = []
-    for path in paths:
-        with Image.open(path) as image:
-            sizes.append(short_side_size(*image.size, short_side))
-    return sizes
+    return [short_side_size(*oriented_size(path), short_side) for path in paths]
 
 
 def _fill(

@@ -42,11 +42,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 from scipy import optimize, signal, special
 from skimage.color import rgb2gray
 from tqdm import tqdm
 
+from leaf.images import read_rgb
 from leaf.teacher.backend import Levels
 from leaf.teacher.cache import COUNTS_KEY
 
@@ -137,10 +137,9 @@ def _scale_features(gray: np.ndarray) -> list[float]:
 
 
 def load_gray(path: str | Path) -> np.ndarray:
-    """Read an image with PIL, convert it to RGB, then to float grayscale in [0, 1]."""
-    with Image.open(path) as image:
-        rgb = np.asarray(image.convert("RGB"))
-    return rgb2gray(rgb)
+    """Read an image (:func:`leaf.images.read_rgb`: upright, 8-bit RGB), then convert it to float
+    grayscale in [0, 1]."""
+    return rgb2gray(np.asarray(read_rgb(path)))
 
 
 def brisque_features(gray: np.ndarray) -> np.ndarray:
@@ -282,20 +281,23 @@ class BrisqueTeacher:
         """Raw BRISQUE score per image (NaN for degenerate images), memoised per path."""
         todo = list(dict.fromkeys(str(p) for p in paths if str(p) not in self._brisque))
         if todo:
-            n_degenerate = 0
+            degenerate = []
             bar = tqdm(total=len(todo), desc="BRISQUE", unit="img", disable=not self.progress)
             with bar:
                 for path, features in zip(todo, self._features(todo), strict=True):
                     score = self.svr.predict(features)
-                    n_degenerate += not np.isfinite(score)
+                    if not np.isfinite(score):
+                        degenerate.append(path)
                     self._brisque[path] = score
                     bar.update()
-            if n_degenerate:
+            if degenerate:
                 log.warning(
                     "%d of %d images are (near-)constant, BRISQUE is undefined there: they get "
-                    "uniform level log-likelihoods and p_A = 0.5 in pairs",
-                    n_degenerate,
+                    "uniform level log-likelihoods and p_A = 0.5 in pairs: %s%s",
+                    len(degenerate),
                     len(todo),
+                    ", ".join(degenerate[:10]),
+                    " ..." if len(degenerate) > 10 else "",
                 )
         return np.array([self._brisque[str(p)] for p in paths], dtype=np.float64)
 

@@ -235,15 +235,14 @@ def image_processor_kwargs(
 
 def load_rgb_images(paths: Sequence[str]) -> list[Any]:
     """Decode images as RGB PIL images; one error naming every path that failed."""
-    from PIL import Image
+    from leaf.images import ImageReadError, read_rgb
 
     images, failures = [], []
     for path in paths:
         try:
-            with Image.open(path) as image:
-                images.append(image.convert("RGB"))
-        except (OSError, ValueError) as err:
-            failures.append(f"{path}: {err}")
+            images.append(read_rgb(path))
+        except ImageReadError as err:
+            failures.append(str(err))
     if failures:
         raise OSError("cannot read teacher input image(s):\n  " + "\n  ".join(failures))
     return images
