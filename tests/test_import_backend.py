@@ -409,3 +409,40 @@ def test_qalign_logits_import_matches_the_publishers_expectation(file):
     assert np.all(np.abs(scores - expected) <= 1.5 * bf16_step)
     assert np.mean(np.abs(scores - expected)) < 0.01
     assert spearmanr(scores, expected).statistic > 0.999
+
+
+# --- judgment files written on other systems (field-tested cases) ----------------------------
+
+
+def _qbench_text(records: list[dict]) -> str:
+    return "".join(json.dumps(record) for record in records)
+
+
+def test_windows_separators_bom_and_json_array_are_read(tmp_path):
+    """A Q-Bench file with `images\\x.jpg` keys, a UTF-8 BOM, or a JSON array judges like the
+    original file."""
+    records = _fixture_records(TWO_LEVELS)
+    names = [Path(r["img_path"]).name for r in records]
+    paths = _image_paths(names)
+    reference = ImportedTeacher(GOOD_POOR, str(TWO_LEVELS)).point_logliks(paths)
+    windows = [{**r, "img_path": "images\\" + Path(r["img_path"]).name} for r in records]
+    variants = {
+        "windows.json": _qbench_text(windows),
+        "bom.json": "\ufeff" + TWO_LEVELS.read_text(),
+        "array.json": json.dumps(records),
+        "array_bom_windows.json": "\ufeff" + json.dumps(windows),
+    }
+    for name, text in variants.items():
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        teacher = ImportedTeacher(GOOD_POOR, str(path), format="qbench")
+        np.testing.assert_array_equal(teacher.point_logliks(paths), reference, err_msg=name)
+
+
+def test_a_mismatch_shows_the_files_keys_next_to_our_paths():
+    teacher = ImportedTeacher(GOOD_POOR, str(TWO_LEVELS))
+    with pytest.raises(ValueError) as error:
+        teacher.point_logliks(["/elsewhere/renamed_1.png"])
+    message = str(error.value)
+    assert "renamed_1.png" in message and "image keys look like" in message
+    assert str(teacher.logits.index[0]) in message

@@ -75,8 +75,9 @@ def read_qbench_json(path: str | Path, image_field: str = QBENCH_IMAGE_FIELD) ->
     """Decode back-to-back JSON objects, keeping only ``image_field`` and ``logit_*`` fields.
 
     Other fields (``gt_score``, ...) are dropped inside the decoder and never reach the caller.
+    A UTF-8 byte-order mark is skipped, and a JSON array of such objects is read as well.
     """
-    text = Path(path).read_text()
+    text = Path(path).read_text(encoding="utf-8-sig")
     decoder = json.JSONDecoder(
         object_pairs_hook=lambda pairs: {k: v for k, v in pairs if _is_kept_field(k, image_field)}
     )
@@ -88,9 +89,10 @@ def read_qbench_json(path: str | Path, image_field: str = QBENCH_IMAGE_FIELD) ->
             record, position = decoder.raw_decode(text, position)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: cannot decode record {len(records) + 1}: {error}") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}: record {len(records) + 1} is not a JSON object")
-        records.append(record)
+        for item in record if isinstance(record, list) else [record]:
+            if not isinstance(item, dict):
+                raise ValueError(f"{path}: record {len(records) + 1} is not a JSON object")
+            records.append(item)
         position = whitespace.match(text, position).end()
     return pd.DataFrame.from_records(records)
 
@@ -116,7 +118,7 @@ def read_logits_json(path: str | Path, image_field: str = LOGITS_JSON_IMAGE_FIEL
         return {k: v for k, v in pairs if k in kept}
 
     try:
-        records = json.loads(Path(path).read_text(), object_pairs_hook=keep)
+        records = json.loads(Path(path).read_text(encoding="utf-8-sig"), object_pairs_hook=keep)
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON: {error}") from None
     if not isinstance(records, list):
@@ -150,12 +152,23 @@ def read_table(path: str | Path, image_field: str) -> pd.DataFrame:
         names = pq.read_schema(path).names
         return pd.read_parquet(path, columns=[n for n in names if _is_kept_field(n, image_field)])
     if path.suffix.lower() == ".csv":
-        return pd.read_csv(path, usecols=lambda name: _is_kept_field(name, image_field))
+        return pd.read_csv(
+            path, usecols=lambda name: _is_kept_field(name, image_field), encoding="utf-8-sig"
+        )
     raise ValueError(f"{path}: a table import must be .csv or .parquet")
 
 
 def _guess_format(path: Path) -> str:
     return "table" if path.suffix.lower() in (".csv", ".parquet") else "qbench"
+
+
+def normalise_image_key(key: str) -> str:
+    """An image key as written on any system: Windows separators become ``/``, a leading
+    ``./`` is dropped (``images\\x.jpg`` and ``./images/x.jpg`` both become ``images/x.jpg``)."""
+    key = key.strip().replace("\\", "/")
+    while key.startswith("./"):
+        key = key[2:]
+    return key
 
 
 def _image_key_lookup(keys: Sequence[str], paths: Sequence[str]) -> list[str | None]:
@@ -224,7 +237,7 @@ class ImportedTeacher:
         ignored = sorted(set(by_word) - configured)
         if ignored:
             log.warning("%s: ignoring level words %s (not configured)", self.path, ignored)
-        images = frame[self.image_column].astype(str)
+        images = frame[self.image_column].astype(str).map(normalise_image_key)
         duplicated = images[images.duplicated()]
         if len(duplicated):
             raise ValueError(f"{self.path}: images judged twice: {list(duplicated[:5])}")
@@ -241,7 +254,8 @@ class ImportedTeacher:
         if missing:
             raise ValueError(
                 f"{self.path}: {len(missing)} images have no judgment in the file, e.g. "
-                f"{missing[:5]}"
+                f"{missing[:3]}; the file's image keys look like {list(self.logits.index[:3])} "
+                f"(a key matches a path that ends with it)"
             )
         values = self.logits.loc[keys].to_numpy()
         if bad := first_non_finite(values):
