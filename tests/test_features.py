@@ -207,14 +207,3 @@ def test_features_step_records_the_stage_pooling(image_paths, tmp_path):
     )
     saved = torch.load(out, weights_only=True)
     assert saved["pooling"] == "stages_meanstd" and saved["features"].shape == (2, 1024)
-
-
-def test_schema_pooling_enum_is_the_code_list():
-    import yaml
-
-    from leaf.student import features
-
-    root = __import__("pathlib").Path(__file__).resolve().parents[1]
-    schema = yaml.safe_load((root / "workflow" / "schemas" / "config.schema.yaml").read_text())
-    pooling = schema["properties"]["student"]["properties"]["pooling"]
-    assert pooling["enum"] == list(features.POOLING_MODES)

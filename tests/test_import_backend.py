@@ -233,15 +233,6 @@ def test_ensemble_needs_two_files_and_names_a_missing_image():
         ensemble.point_logliks(_image_paths(["gen_a_000.jpg", "nowhere.jpg"]))
 
 
-def test_schema_format_enum_is_the_code_list():
-    """One list of import formats: the config schema's enum is FORMATS (+ null: guess)."""
-    schema = yaml.safe_load(SCHEMA.read_text())
-    teacher = schema["$defs"]["teacher"]
-    enum = teacher["properties"]["import"]["properties"]["format"]["enum"]
-    assert [f for f in enum if f is not None] == list(import_backend.FORMATS)
-    assert None in enum
-
-
 def _logits_record(name: str, logits: dict, pred_mos=None) -> dict:
     record = {"filename": name, "logits": logits}
     if pred_mos is not None:

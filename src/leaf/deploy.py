@@ -59,12 +59,12 @@ from leaf.student.features import (
 )
 from leaf.student.full import EvalTransform, artifact_preprocess
 from leaf.student.heads import CalibratedHead, head_from_checkpoint
+from leaf.student.stages import STUDENT_MODES
 
 log = logging.getLogger(__name__)
 
 ARTIFACT_FORMAT = "leaf-student"
 ARTIFACT_VERSION = 1
-STUDENT_MODES = ("head", "full")
 
 
 class ArtifactError(ValueError):
