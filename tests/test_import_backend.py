@@ -9,10 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from scipy.stats import spearmanr
 
-from leaf.teacher import import_backend
 from leaf.teacher.backend import Levels, TeacherOutputError
 from leaf.teacher.cache import read_cache
 from leaf.teacher.factory import make_backend
@@ -33,7 +31,6 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 AGIQA = SHARED / "datasets" / "agiqa3k"
 QBENCH = SHARED / "teachers" / "qbench-agiqa3k"
 QALIGN = SHARED / "teachers" / "qalign5-agiqa3k"
-SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 FIVE_WORDS = ("excellent", "good", "fair", "poor", "bad")
 FIVE_LEVELS = Levels(FIVE_WORDS, (5.0, 4.0, 3.0, 2.0, 1.0))
 
