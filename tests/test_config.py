@@ -99,3 +99,28 @@ def test_every_config_key_is_commented():
         previous = lines[number - 1].strip()
         inline = "#" in line.split(":", 1)[1]
         assert previous.startswith("#") or inline, f"config.yaml line {number + 1} lacks a comment"
+
+
+def test_unknown_backbone_is_refused_naming_the_key(config):
+    """A typo in a backbone name fails when the config is checked (when the workflow is
+    parsed), naming the key and how to list valid names, not when its job runs."""
+    config["student"]["backbone"] = "not_a_model"
+    validate(config, SCHEMA)
+    with pytest.raises(ConfigError, match=r"student.backbone: 'not_a_model' is not a timm model"):
+        check_config(config)
+    config["student"]["backbone"] = "tf_efficientnet_lite0"
+    config["tables"]["table4"]["backbones"] = ["tf_efficientnet_lite0", "convnext_bsae"]
+    with pytest.raises(ConfigError, match=r"tables.table4.backbones: 'convnext_bsae'.*list_models"):
+        check_config(config)
+    config["tables"]["table4"]["backbones"] = ["tf_efficientnet_lite0", "convnext_base"]
+    check_config(config)  # a real timm model without packaged weights is fine
+
+
+@pytest.mark.slow
+def test_unknown_backbone_stops_the_dry_run(tmp_path):
+    from workflow_helpers import snakemake, write_override
+
+    override = write_override(tmp_path / "o.yaml", {"student": {"backbone": "not_a_model"}})
+    result = snakemake(tmp_path, "-n", configfiles=[override], check=False)
+    assert result.returncode != 0
+    assert "student.backbone: 'not_a_model' is not a timm model" in result.stdout + result.stderr

