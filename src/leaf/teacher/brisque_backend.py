@@ -292,7 +292,7 @@ class BrisqueTeacher:
                     bar.update()
             if degenerate:
                 log.warning(
-                    "%d of %d images are (near-)constant, BRISQUE is undefined there: they get "
+                    "%d of %d images are (near-)constant or too small, BRISQUE is undefined there: they get "
                     "uniform level log-likelihoods and p_A = 0.5 in pairs: %s%s",
                     len(degenerate),
                     len(todo),
