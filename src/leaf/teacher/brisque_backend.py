@@ -292,8 +292,8 @@ class BrisqueTeacher:
                     bar.update()
             if degenerate:
                 log.warning(
-                    "%d of %d images are (near-)constant or too small, BRISQUE is undefined there: they get "
-                    "uniform level log-likelihoods and p_A = 0.5 in pairs: %s%s",
+                    "%d of %d images are (near-)constant or too small, BRISQUE is undefined "
+                    "there: they get uniform level log-likelihoods and p_A = 0.5 in pairs: %s%s",
                     len(degenerate),
                     len(todo),
                     ", ".join(degenerate[:10]),
