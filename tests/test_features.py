@@ -207,3 +207,40 @@ def test_features_step_records_the_stage_pooling(image_paths, tmp_path):
     )
     saved = torch.load(out, weights_only=True)
     assert saved["pooling"] == "stages_meanstd" and saved["features"].shape == (2, 1024)
+
+
+def test_preprocessing_follows_the_backbones_pretrained_data_config():
+    """What the student sees comes from timm's data config of its backbone unless the config
+    sets it: Lite1 runs at 240 (crop_pct 0.882), not at a fixed 224 / 0.875."""
+    from leaf.student.features import eval_settings
+
+    lite0 = create_backbone("tf_efficientnet_lite0", "package")
+    lite1 = create_backbone("tf_efficientnet_lite1", "package")
+    settings = eval_settings(lite0)
+    assert (settings["image_size"], settings["resize"], settings["crop_pct"]) == (224, 256, 0.875)
+    settings = eval_settings(lite1)
+    assert (settings["image_size"], settings["resize"], settings["crop_pct"]) == (240, 272, 0.882)
+    assert settings["interpolation"] == "bicubic" and settings["mean"] == [0.5, 0.5, 0.5]
+    # The paper's 256 -> 224 protocol, set in the config, wins over the backbone's.
+    paper = eval_settings(lite1, image_size=224, crop_pct=0.875)
+    assert (paper["image_size"], paper["resize"]) == (224, 256)
+    # The full mode's crop/resize follow the same rule where the config leaves them null.
+    from leaf.student.full import preprocess_of
+
+    base = {"cache_short_side": 256}
+    assert preprocess_of(lite1, {**base, "crop": None, "resize": None})["crop"] == 240
+    assert preprocess_of(lite1, {**base, "crop": None, "resize": None})["resize"] == 272
+    assert preprocess_of(lite1, {**base, "crop": 224, "resize": 256})["resize"] == 256
+
+
+def test_features_step_records_the_resolved_input_size(image_paths, tmp_path):
+    manifest = tmp_path / "manifest.parquet"
+    pd.DataFrame({"image_id": ["a", "b"], "path": [str(p) for p in image_paths[:2]]}).to_parquet(
+        manifest
+    )
+    out = tmp_path / "f.pt"
+    features_step(
+        str(manifest), str(out), "tf_efficientnet_lite1", "package", None, 2, 1, "center_crop"
+    )
+    saved = torch.load(out, weights_only=True)
+    assert saved["image_size"] == 240 and saved["features"].shape == (2, 1280)

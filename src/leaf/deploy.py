@@ -47,11 +47,11 @@ from torch import nn
 from leaf.hashing import canonical_hash, plain
 from leaf.metrics import finite_or_none
 from leaf.student import torch_save_atomic
-from leaf.student.backbones import _timm, create_backbone, preprocess_config
+from leaf.student.backbones import _timm, create_backbone
 from leaf.student.features import (
     POOLING_MODES,
     build_transform,
-    default_resize,
+    eval_settings,
     feature_width,
     pool_batch,
     pooling_transform,
@@ -169,11 +169,12 @@ def build_artifact(
     head: dict[str, Any],
     backbone: str,
     weights: str | nn.Module,
-    image_size: int = 224,
+    image_size: int | None = None,
     provenance: dict[str, Any] | None = None,
     resize: int | None = None,
     pooling: str = "center_crop",
     preprocess: dict[str, Any] | None = None,
+    crop_pct: float | None = None,
 ) -> dict[str, Any]:
     """A self-contained artifact of ``head`` (a :func:`~leaf.student.heads.head_checkpoint`
     dict) on top of timm ``backbone``.
@@ -181,8 +182,9 @@ def build_artifact(
     ``weights`` is the backbone's pretrained weights ("package", "timm" or a checkpoint path, see
     :func:`~leaf.student.backbones.create_backbone`; a full-mode checkpoint holds its fine-tuned
     backbone) or an already built backbone module. The preprocessing is the one the features
-    were extracted with (:mod:`leaf.student.features`; from ``image_size``, ``resize`` and
-    ``pooling``) unless a ``preprocess`` section is given (a full-mode student's:
+    were extracted with (:func:`leaf.student.features.eval_settings` of ``image_size`` and
+    ``crop_pct``, None: the backbone's own; ``resize`` and ``pooling``) unless a
+    ``preprocess`` section is given (a full-mode student's:
     :func:`leaf.student.full.artifact_preprocess`).
     """
     if pooling not in POOLING_MODES:
@@ -197,13 +199,13 @@ def build_artifact(
             f"pooling gives {width}"
         )
     if preprocess is None:
-        data_config = preprocess_config(model)
+        settings = eval_settings(model, image_size, crop_pct)
         preprocess = {
-            "image_size": int(image_size),
-            "resize": int(resize or default_resize(image_size)),
-            "interpolation": str(data_config.get("interpolation", "bicubic")),
-            "mean": [float(v) for v in data_config["mean"]],
-            "std": [float(v) for v in data_config["std"]],
+            "image_size": settings["image_size"],
+            "resize": int(resize or settings["resize"]),
+            "interpolation": settings["interpolation"],
+            "mean": settings["mean"],
+            "std": settings["std"],
             "crop": "center" if pooling == "center_crop" else "none",
             "pooling": pooling,
         }
@@ -287,13 +289,14 @@ def deploy_step(
     dataset: str,
     backbone: str,
     weights: str,
-    image_size: int,
+    image_size: int | None,
     seed: int,
     ratio: float,
     teacher_hash: str,
     teacher_backend: str,
     run_config: dict[str, Any],
     pooling: str = "center_crop",
+    crop_pct: float | None = None,
     threads: int = 1,
 ) -> None:
     """Rule ``deploy``: the artifact of one student checkpoint (calibrated, or distilled for
@@ -341,7 +344,13 @@ def deploy_step(
         )
     else:
         built = build_artifact(
-            checkpoint["head"], backbone, weights, image_size, provenance, pooling=pooling
+            checkpoint["head"],
+            backbone,
+            weights,
+            image_size,
+            provenance,
+            pooling=pooling,
+            crop_pct=crop_pct,
         )
     save_artifact(built, artifact)
     log.info(

@@ -22,7 +22,8 @@ rule features:
     params:
         backbone=lambda wc: wc.backbone,
         weights=config["student"]["weights"],
-        image_size=config["student"]["image_size"],
+        image_size=config["student"].get("image_size"),
+        crop_pct=config["student"].get("crop_pct"),
         batch_size=config["student"]["feature_batch_size"],
         pooling=config["student"].get("pooling", "center_crop"),
     script:

@@ -186,5 +186,6 @@ def create_classifier(name: str, weights: str) -> torch.nn.Module:
 
 
 def preprocess_config(model: torch.nn.Module) -> dict[str, Any]:
-    """timm's data config of ``model``: input_size, interpolation, mean, std, crop_pct, ..."""
-    return dict(_timm().data.resolve_data_config({}, model=model))
+    """timm's pretrained data config of ``model`` (``timm.data.resolve_model_data_config``):
+    input_size, interpolation, mean, std, crop_pct, crop_mode."""
+    return dict(_timm().data.resolve_model_data_config(model))

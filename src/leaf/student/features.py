@@ -3,9 +3,11 @@
 Pooling modes (``pooling``):
 
 * ``center_crop`` (default): timm's evaluation recipe. Resize the short side to ``resize``
-  (default ``round(image_size / 0.875)``) with the model's interpolation, centre-crop
+  (``floor(image_size / crop_pct)``) with the model's interpolation, centre-crop
   ``image_size``, scale to [0, 1], normalise with the model's mean/std; the model's own pooled
-  features (d = ``num_features``).
+  features (d = ``num_features``). ``image_size``, ``crop_pct``, interpolation and mean/std come
+  from the backbone's pretrained data config (timm ``resolve_model_data_config``) unless the
+  config sets them (:func:`eval_settings`; e.g. Lite0 224/0.875, Lite1 240/0.882).
 * ``native_meanmax``: the whole image at its native size (no resize, no crop; scaled and
   normalised the same way) through the backbone's feature map, then the global mean- and
   max-pooled features concatenated (d = 2 x ``num_features``). Quality cues such as fine
@@ -30,6 +32,7 @@ for the same inputs, settings and thread count.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -56,9 +59,32 @@ STAGE_MODES = ("stages_meanstd", "native_stages_meanstd")
 POOL_STATISTICS = ("mean", "std", "max")
 
 
-def default_resize(image_size: int) -> int:
-    """Short-side resize before the centre crop: ``round(image_size / 0.875)``."""
-    return round(image_size / DEFAULT_CROP_PCT)
+def default_resize(image_size: int, crop_pct: float = DEFAULT_CROP_PCT) -> int:
+    """Short-side resize before the centre crop: ``floor(image_size / crop_pct)`` (timm's
+    evaluation rule; 256 for 224 at the ImageNet crop_pct 0.875)."""
+    return math.floor(image_size / crop_pct)
+
+
+def eval_settings(
+    model: torch.nn.Module, image_size: int | None = None, crop_pct: float | None = None
+) -> dict:
+    """What the student sees of an image, from the backbone's pretrained data config (timm
+    ``resolve_model_data_config``) unless the config sets it: ``image_size`` (the crop; default
+    the model's input size, e.g. 224 for EfficientNet-Lite0, 240 for Lite1), ``crop_pct``
+    (default the model's), ``resize`` = :func:`default_resize` of both, ``interpolation``,
+    ``mean`` and ``std``. ``student.image_size: 224`` with ``crop_pct: 0.875`` is the paper's
+    256 -> 224 protocol."""
+    data = preprocess_config(model)
+    size = int(image_size or data["input_size"][-1])
+    pct = float(crop_pct or data.get("crop_pct") or DEFAULT_CROP_PCT)
+    return {
+        "image_size": size,
+        "crop_pct": pct,
+        "resize": default_resize(size, pct),
+        "interpolation": str(data.get("interpolation", "bicubic")),
+        "mean": [float(v) for v in data["mean"]],
+        "std": [float(v) for v in data["std"]],
+    }
 
 
 def build_transform(
@@ -259,20 +285,25 @@ def variable_size(pooling: str) -> bool:
 def embed_images(
     model: torch.nn.Module,
     paths: Sequence[str | Path],
-    image_size: int = 224,
+    image_size: int | None = None,
     batch_size: int = 32,
     resize: int | None = None,
     amp: bool = True,
     progress: bool = True,
     pooling: str = "center_crop",
+    crop_pct: float | None = None,
 ) -> np.ndarray:
     """Pooled features (n, d) float32 of the images at ``paths`` through ``model``.
 
-    ``pooling`` is one of :data:`POOLING_MODES` (see the module docstring; ``resize`` only
-    applies to ``center_crop``, ``image_size`` to ``center_crop`` and ``stages_meanstd``).
-    ``model`` is put in eval mode and channels-last memory format (faster oneDNN convolutions).
+    ``pooling`` is one of :data:`POOLING_MODES` (see the module docstring; ``resize`` and
+    ``crop_pct`` only apply to ``center_crop``, ``image_size`` to ``center_crop`` and
+    ``stages_meanstd``; None: :func:`eval_settings`, the backbone's own). ``model`` is put in
+    eval mode and channels-last memory format (faster oneDNN convolutions).
     """
-    transform = pooling_transform(pooling, preprocess_config(model), image_size, resize)
+    settings = eval_settings(model, image_size, crop_pct)
+    transform = pooling_transform(
+        pooling, settings, settings["image_size"], resize or settings["resize"]
+    )
     pool = pooling_function(pooling)
     return run_extraction(model, paths, transform, pool, batch_size, amp, progress)
 
@@ -331,18 +362,21 @@ def extract_features(
     paths: Sequence[str | Path],
     backbone: str,
     weights: str,
-    image_size: int = 224,
+    image_size: int | None = None,
     batch_size: int = 32,
     resize: int | None = None,
     amp: bool = True,
     progress: bool = True,
     pooling: str = "center_crop",
+    crop_pct: float | None = None,
 ) -> np.ndarray:
     """Pooled features (n, d) float32 of the images at ``paths`` through the frozen timm
     ``backbone`` with pretrained ``weights`` (see
     :func:`leaf.student.backbones.create_backbone`)."""
     model = create_backbone(backbone, weights)
-    return embed_images(model, paths, image_size, batch_size, resize, amp, progress, pooling)
+    return embed_images(
+        model, paths, image_size, batch_size, resize, amp, progress, pooling, crop_pct
+    )
 
 
 @dataclass(frozen=True)
@@ -380,23 +414,26 @@ def features_step(
     features: str,
     backbone: str,
     weights: str,
-    image_size: int,
+    image_size: int | None,
     batch_size: int,
     threads: int,
     pooling: str = "center_crop",
+    crop_pct: float | None = None,
 ) -> None:
     """Rule ``features``: frozen-backbone features of every manifest image, saved with
     ``torch.save`` as {image_ids, features (n, d) float32, backbone, weights, image_size,
-    pooling}."""
+    pooling}; ``image_size``/``crop_pct`` None: the backbone's own (:func:`eval_settings`)."""
     torch.set_num_threads(threads)
     table = pd.read_parquet(manifest, columns=["image_id", "path"])
-    array = extract_features(
+    model = create_backbone(backbone, weights)
+    image_size = eval_settings(model, image_size, crop_pct)["image_size"]
+    array = embed_images(
+        model,
         table["path"].tolist(),
-        backbone,
-        weights,
         image_size=image_size,
         batch_size=batch_size,
         pooling=pooling,
+        crop_pct=crop_pct,
     )
     torch_save_atomic(
         {

@@ -54,8 +54,8 @@ from torch import nn
 
 from leaf.metrics import srcc
 from leaf.student import torch_save_atomic
-from leaf.student.backbones import create_backbone, preprocess_config
-from leaf.student.features import bf16_autocast_supported
+from leaf.student.backbones import create_backbone
+from leaf.student.features import bf16_autocast_supported, eval_settings
 from leaf.student.heads import (
     CalibratedHead,
     QualityHead,
@@ -583,14 +583,17 @@ def calibrate_full(
 
 
 def preprocess_of(backbone: nn.Module, full: dict) -> dict[str, Any]:
-    """The input settings a full-mode model is trained and evaluated with."""
-    data_config = preprocess_config(backbone)
+    """The input settings a full-mode model is trained and evaluated with: ``full``'s crop and
+    resize (the paper's 224 and 256), where null the backbone's pretrained ones
+    (:func:`leaf.student.features.eval_settings`: its input size and floor(size / crop_pct)),
+    and the backbone's mean/std."""
+    settings = eval_settings(backbone, full.get("crop"))
     return {
-        "crop": int(full["crop"]),
-        "resize": int(full["resize"]),
+        "crop": settings["image_size"],
+        "resize": int(full.get("resize") or settings["resize"]),
         "cache_short_side": int(full["cache_short_side"]),
-        "mean": [float(v) for v in data_config["mean"]],
-        "std": [float(v) for v in data_config["std"]],
+        "mean": settings["mean"],
+        "std": settings["std"],
     }
 
 
