@@ -287,3 +287,12 @@ def test_best_is_chosen_by_held_out_select_score_never_test():
     assert pick_best(candidates) == 2  # best SRCC, tie broken by the lower MSE
     with pytest.raises(ArtifactError, match="no calibrated candidate"):
         pick_best(candidates[3:])
+
+
+def test_leaf_version_is_the_installed_package_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"leaf {version('leaf-iqa')}"

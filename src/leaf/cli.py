@@ -17,6 +17,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from leaf import __version__
+
 
 def _run_inspect(args: argparse.Namespace) -> int:
     from leaf.inspect_cache import inspect_cache
@@ -144,6 +146,7 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``leaf`` argument parser with all subcommands."""
     parser = argparse.ArgumentParser(prog="leaf", description="LEAF command-line tools.")
+    parser.add_argument("--version", action="version", version=f"leaf {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_inspect(subparsers)
     _add_predict(subparsers)

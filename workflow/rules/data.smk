@@ -31,6 +31,8 @@ rule prepare:
         f"{RESULTS}/benchmarks/{{dataset}}/prepare.tsv"
     conda:
         "../envs/student.yaml"
+    # Every image is decoded once (sizes and hashes); Pillow decodes in parallel threads.
+    threads: 2
     params:
         adapter=lambda wc: dataset_config(wc)["adapter"],
         root=lambda wc: dataset_config(wc)["root"],
