@@ -112,10 +112,10 @@ def test_demo_on_slurm_equals_local_run(cluster, tmp_path, monkeypatch):
     on_slurm.mkdir()
     profile = cluster_profile(cluster, tmp_path / "profile")
     # Every job but the local ones (localrules: tables, merges) becomes a SLURM job.
-    local = declared_localrules()
-    assert {"results_table", "merge_points"} <= local
+    local_rules = declared_localrules()
+    assert {"results_table", "merge_points"} <= local_rules
     planned = planned_jobs(on_slurm, TABLE, configfiles=configfiles)
-    expected_jobs = {rule: count for rule, count in planned.items() if rule not in local}
+    expected_jobs = {rule: n for rule, n in planned.items() if rule not in local_rules}
     # Snakemake and the jobs it submits find the test cluster through these (a local run
     # ignores them).
     for name, value in cluster.env_vars.items():
