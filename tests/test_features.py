@@ -119,25 +119,6 @@ def test_native_meanmax_pools_the_whole_image_of_any_size(backbone, image_paths,
         embed_images(backbone, paths, pooling="native_mean", **kwargs)
 
 
-def test_features_step_records_the_pooling(image_paths, tmp_path):
-    manifest = tmp_path / "manifest.parquet"
-    ids = [f"img{i}.png" for i in range(2)]
-    pd.DataFrame({"image_id": ids, "path": image_paths[:2], "mos": 1.0}).to_parquet(manifest)
-    out = tmp_path / "native.pt"
-    features_step(
-        manifest=str(manifest),
-        features=str(out),
-        backbone=LITE0,
-        weights="package",
-        image_size=64,
-        batch_size=2,
-        threads=1,
-        pooling="native_meanmax",
-    )
-    saved = torch.load(out, weights_only=True)
-    assert saved["pooling"] == "native_meanmax" and saved["features"].shape == (2, 2560)
-
-
 def test_pool_statistics_mean_std_max_per_channel():
     feature_map = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
     pooled = pool_statistics(feature_map, ("mean", "std", "max"))
@@ -190,25 +171,6 @@ def test_stage_pooling_modes(backbone, image_paths, tmp_path, pooling):
     assert np.corrcoef(amp.ravel(), features.ravel())[0, 1] > 0.99
 
 
-def test_features_step_records_the_stage_pooling(image_paths, tmp_path):
-    manifest = tmp_path / "manifest.parquet"
-    ids = [f"img{i}.png" for i in range(2)]
-    pd.DataFrame({"image_id": ids, "path": image_paths[:2], "mos": 1.0}).to_parquet(manifest)
-    out = tmp_path / "stages.pt"
-    features_step(
-        manifest=str(manifest),
-        features=str(out),
-        backbone=LITE0,
-        weights="package",
-        image_size=64,
-        batch_size=2,
-        threads=1,
-        pooling="stages_meanstd",
-    )
-    saved = torch.load(out, weights_only=True)
-    assert saved["pooling"] == "stages_meanstd" and saved["features"].shape == (2, 1024)
-
-
 def test_preprocessing_follows_the_backbones_pretrained_data_config():
     """What the student sees comes from timm's data config of its backbone unless the config
     sets it: Lite1 runs at 240 (crop_pct 0.882), not at a fixed 224 / 0.875."""
@@ -233,14 +195,31 @@ def test_preprocessing_follows_the_backbones_pretrained_data_config():
     assert preprocess_of(lite1, {**base, "crop": 224, "resize": 256})["resize"] == 256
 
 
-def test_features_step_records_the_resolved_input_size(image_paths, tmp_path):
+@pytest.mark.parametrize(
+    ("backbone", "image_size", "pooling", "size", "width"),
+    [
+        (LITE0, 64, "native_meanmax", 64, 2560),
+        (LITE0, 64, "stages_meanstd", 64, 1024),
+        ("tf_efficientnet_lite1", None, "center_crop", 240, 1280),  # the backbone's own size
+    ],
+)
+def test_features_step_records_pooling_and_input_size(
+    image_paths, tmp_path, backbone, image_size, pooling, size, width
+):
     manifest = tmp_path / "manifest.parquet"
-    pd.DataFrame({"image_id": ["a", "b"], "path": [str(p) for p in image_paths[:2]]}).to_parquet(
-        manifest
-    )
-    out = tmp_path / "f.pt"
+    ids = [f"img{i}.png" for i in range(2)]
+    pd.DataFrame({"image_id": ids, "path": image_paths[:2], "mos": 1.0}).to_parquet(manifest)
+    out = tmp_path / "features.pt"
     features_step(
-        str(manifest), str(out), "tf_efficientnet_lite1", "package", None, 2, 1, "center_crop"
+        manifest=str(manifest),
+        features=str(out),
+        backbone=backbone,
+        weights="package",
+        image_size=image_size,
+        batch_size=2,
+        threads=1,
+        pooling=pooling,
     )
     saved = torch.load(out, weights_only=True)
-    assert saved["image_size"] == 240 and saved["features"].shape == (2, 1280)
+    assert saved["pooling"] == pooling and saved["features"].shape == (2, width)
+    assert saved["image_size"] == size
