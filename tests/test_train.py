@@ -213,6 +213,12 @@ def test_student_steps_end_to_end(workflow_files, tmp_path):
     calibrated = load_checkpoint(calibrated_path)
     assert (calibrated["n_fit"], calibrated["n_select"]) == (18, 6)
     assert 0 <= calibrated["chosen_epoch"] <= CALIBRATION["epochs"]
+    # The MOS range it was calibrated on (fit and select parts), the deployed score_range.
+    roles = pd.read_parquet(files["subsets"])
+    roles = roles[np.isclose(roles["ratio"], 0.3)]
+    mos = pd.read_parquet(files["manifest"]).set_index("image_id")["mos"]
+    calibrated_mos = mos.loc[roles["image_id"].astype(str)]
+    assert calibrated["mos_range"] == [calibrated_mos.min(), calibrated_mos.max()]
 
     predictions, metrics = tmp_path / "eval.parquet", tmp_path / "eval.json"
     evaluate_step(

@@ -175,6 +175,7 @@ def build_artifact(
     pooling: str = "center_crop",
     preprocess: dict[str, Any] | None = None,
     crop_pct: float | None = None,
+    mos_range: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """A self-contained artifact of ``head`` (a :func:`~leaf.student.heads.head_checkpoint`
     dict) on top of timm ``backbone``.
@@ -185,7 +186,8 @@ def build_artifact(
     were extracted with (:func:`leaf.student.features.eval_settings` of ``image_size`` and
     ``crop_pct``, None: the backbone's own; ``resize`` and ``pooling``) unless a
     ``preprocess`` section is given (a full-mode student's:
-    :func:`leaf.student.full.artifact_preprocess`).
+    :func:`leaf.student.full.artifact_preprocess`). ``mos_range`` is [min, max] of the MOS the
+    head was calibrated on (its ``score_range``; None when unknown).
     """
     if pooling not in POOLING_MODES:
         raise ArtifactError(f"pooling {pooling!r} is not supported (supported: {POOLING_MODES})")
@@ -216,9 +218,10 @@ def build_artifact(
             "scale": "mos",
             "mos_mean": float(head_module.mos_mean),
             "mos_std": float(head_module.mos_std),
+            "mos_range": [float(v) for v in mos_range] if mos_range is not None else None,
         }
     else:
-        calibration = {"scale": "teacher", "mos_mean": None, "mos_std": None}
+        calibration = {"scale": "teacher", "mos_mean": None, "mos_std": None, "mos_range": None}
     return {
         "format": ARTIFACT_FORMAT,
         "version": ARTIFACT_VERSION,
@@ -341,6 +344,7 @@ def deploy_step(
             model,
             provenance=provenance,
             preprocess=artifact_preprocess(checkpoint["preprocess"]),
+            mos_range=checkpoint.get("mos_range"),
         )
     else:
         built = build_artifact(
@@ -351,6 +355,7 @@ def deploy_step(
             provenance,
             pooling=pooling,
             crop_pct=crop_pct,
+            mos_range=checkpoint.get("mos_range"),
         )
     save_artifact(built, artifact)
     log.info(

@@ -70,6 +70,12 @@ def _as_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An already opened PIL image as :func:`read_rgb` reads files: upright (EXIF orientation
+    applied) and in 8-bit RGB."""
+    return _as_rgb(ImageOps.exif_transpose(image))
+
+
 def _orientation(image: Image.Image) -> int:
     try:
         return int(image.getexif().get(_EXIF_ORIENTATION, 1))
@@ -97,8 +103,7 @@ def read_rgb(
                     width, height = height, width
                 image.draft("RGB", (width, height))
             image.load()
-            upright = ImageOps.exif_transpose(image)
-            return _as_rgb(upright)
+            return to_rgb(image)
     except FileNotFoundError as error:
         raise ImageReadError(f"{label}: file not found") from error
     except Image.DecompressionBombError as error:

@@ -72,6 +72,7 @@ from leaf.student.steps import (
     distill_data,
     distill_flags,
     load_checkpoint,
+    mos_range,
     write_evaluation,
 )
 from leaf.student.train import (
@@ -741,6 +742,7 @@ def _calibrate_and_save(
             n_fit=len(fit_ids),
             n_select=len(select_ids),
             chosen_epoch=int(chosen_epoch),
+            mos_range=mos_range(fit_mos, select_mos),
         ),
         model,
     )

@@ -180,6 +180,12 @@ def calibration_subset(
     return fit_ids, fit_mos, select_ids, select_mos
 
 
+def mos_range(*mos: np.ndarray) -> list[float]:
+    """[min, max] of the MOS a student was calibrated on (its deployed ``score_range``)."""
+    values = np.concatenate([np.asarray(m, dtype=np.float64) for m in mos])
+    return [float(values.min()), float(values.max())]
+
+
 def calibrate_step(
     features: str,
     manifest: str,
@@ -235,6 +241,7 @@ def calibrate_step(
             "n_fit": len(fit_ids),
             "n_select": len(select_ids),
             "chosen_epoch": int(chosen_epoch),
+            "mos_range": mos_range(fit_mos, select_mos),
         },
         model,
     )

@@ -1,0 +1,110 @@
+"""Score images from Python in one line, the way pyiqa users do::
+
+    import leaf
+
+    metric = leaf.create_metric("results/demo/deploy/best.leaf.pt")   # CUDA when available
+    scores = metric(["a.jpg", "b.png"])      # tensor (2,), on the calibrated MOS scale
+    metric.lower_better, metric.score_range, metric.metric_mode   # False, (min, max), "NR"
+
+:func:`create_metric` (alias :func:`load_model`) wraps a deployed student artifact
+(:mod:`leaf.deploy`, both student modes) in :class:`LeafMetric`, a ``torch.nn.Module`` that
+takes an image path, a PIL image, a list of them, or a float tensor in [0, 1] of shape
+(N, 3, H, W) and applies the artifact's own preprocessing, so its scores equal ``leaf predict``'s
+for the same files. Tensors are taken as 8-bit RGB images (rounded to steps of 1/255) and
+preprocessed exactly like decoded files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from leaf.deploy import StudentModel, load_artifact
+from leaf.images import to_rgb
+from leaf.predict import read_image, score_by_shape
+
+ImageInput = str | Path | Image.Image
+
+
+def default_device() -> torch.device:
+    """CUDA when a GPU is visible, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class LeafMetric(nn.Module):
+    """A deployed LEAF student as a no-reference IQA metric (pyiqa-like attributes).
+
+    Attributes: ``lower_better`` (False: higher is better), ``metric_mode`` ("NR"),
+    ``score_range`` ((min, max) of the MOS it was calibrated on; None for a label-free student,
+    which scores on its teacher's scale, or an artifact that does not record it), ``student``
+    (the :class:`~leaf.deploy.StudentModel`), ``device``.
+    """
+
+    lower_better = False
+    metric_mode = "NR"
+
+    def __init__(self, student: StudentModel, device: str | torch.device | None = None):
+        super().__init__()
+        self.device = torch.device(device) if device is not None else default_device()
+        self.student = student.eval().to(self.device)
+        self.transform = student.transform()
+        calibration = student.calibration
+        mos_range = calibration.get("mos_range") if calibration.get("scale") == "mos" else None
+        self.score_range: tuple[float, float] | None = (
+            (float(mos_range[0]), float(mos_range[1])) if mos_range else None
+        )
+
+    def _inputs(self, images: Any) -> list[torch.Tensor]:
+        if torch.is_tensor(images):
+            if images.ndim == 3:
+                images = images[None]
+            if images.ndim != 4 or images.shape[1] != 3:
+                raise ValueError(
+                    f"expected a float tensor (N, 3, H, W) in [0, 1], got {tuple(images.shape)}"
+                )
+            pixels = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+            arrays = pixels.permute(0, 2, 3, 1).cpu().numpy()
+            return [self.transform(Image.fromarray(np.ascontiguousarray(a))) for a in arrays]
+        if isinstance(images, str | Path | Image.Image):
+            images = [images]
+        if not isinstance(images, Sequence):
+            raise TypeError(
+                "LeafMetric takes an image path, a PIL image, a list of them or a float tensor "
+                f"(N, 3, H, W) in [0, 1], not {type(images).__name__}"
+            )
+        tensors = []
+        for image in images:
+            if isinstance(image, Image.Image):
+                tensors.append(self.transform(to_rgb(image)))
+            elif isinstance(image, str | Path):
+                tensors.append(read_image(image, self.transform))
+            else:
+                raise TypeError(f"not an image path or PIL image: {type(image).__name__}")
+        return tensors
+
+    def forward(self, images: ImageInput | Sequence[ImageInput] | torch.Tensor) -> torch.Tensor:
+        """Scores (N,) float32 on the CPU: on the calibrated MOS scale (``score_range``), or the
+        teacher's scale for a label-free student."""
+        tensors = self._inputs(images)
+
+        def score(batch: torch.Tensor) -> np.ndarray:
+            with torch.inference_mode():
+                return self.student(batch.to(self.device)).float().cpu().numpy()
+
+        return torch.from_numpy(score_by_shape(score, tensors))
+
+
+def create_metric(path: str | Path, device: str | torch.device | None = None) -> LeafMetric:
+    """The deployed student at ``path`` (a ``*.leaf.pt`` artifact) as a :class:`LeafMetric`, on
+    ``device`` (default: CUDA when available, else the CPU). Raises
+    :class:`leaf.deploy.ArtifactError` for a file that is not a LEAF artifact."""
+    return LeafMetric(load_artifact(path), device)
+
+
+load_model = create_metric
