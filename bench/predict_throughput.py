@@ -61,7 +61,8 @@ def child(args: argparse.Namespace) -> None:
     """One timed ``predict_images`` run; prints a JSON line with the numbers."""
     import torch
 
-    from leaf.predict import chunked, iter_image_paths, predict_images
+    from leaf.predict import predict_images
+    from leaf.scoring import chunked, iter_image_paths
 
     torch.set_num_threads(args.threads)
     onnx = args.onnx if args.mode == "onnx" else None

@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 
 from leaf.deploy import ArtifactError, deploy_step, load_artifact, read_artifact
-from leaf.export import export_model, onnx_metadata
+from leaf.export import export_model
 from leaf.predict import predict_images
+from leaf.scoring import onnx_metadata
 from leaf.student.backbones import create_backbone
 from leaf.student.features import bf16_autocast_supported
 from leaf.student.full import (
@@ -129,7 +130,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
             },
         }
         if calibrated:
-            entries.update(ratio=0.3, distilled=True, n_fit=5, n_select=3)
+            entries.update(ratio=0.3, distilled=True, n_fit=5, n_select=3, mos_range=[1.5, 4.5])
         written[stage] = folder / f"{stage}.pt"
         torch.save(full_checkpoint(student, **entries), written[stage])
     return written
@@ -198,7 +199,12 @@ def test_full_mode_artifact_records_its_recipe_and_provenance(artifact, checkpoi
         "pooling": "center_crop",
     }
     assert model.input_size == (3, 56, 56) and not model.native
-    assert model.calibration == {"scale": "mos", "mos_mean": 3.0, "mos_std": 1.0}
+    assert model.calibration == {
+        "scale": "mos",
+        "mos_mean": 3.0,
+        "mos_std": 1.0,
+        "mos_range": [1.5, 4.5],
+    }
     provenance = model.provenance
     assert (provenance["mode"], provenance["stage"], provenance["ratio"]) == (
         "full",

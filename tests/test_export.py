@@ -17,12 +17,11 @@ from leaf.export import (
     ExportMismatchError,
     check_batches,
     export_model,
-    onnx_metadata,
-    onnx_scorer,
     synthetic_images,
     verify_exports,
 )
 from leaf.predict import predict_images
+from leaf.scoring import onnx_metadata, onnx_scorer
 from leaf.student.backbones import create_backbone
 
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from leaf.deploy import StudentModel, load_artifact
 from leaf.images import to_rgb
-from leaf.predict import read_image, score_by_shape
+from leaf.scoring import read_image, score_by_shape
 
 ImageInput = str | Path | Image.Image
 

@@ -14,6 +14,7 @@ with ``set_defaults(run=<function taking the parsed args, returning an exit code
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -156,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``leaf`` console script; returns the exit code."""
+    # Idle OpenMP threads sleep instead of spinning (set before torch loads; the user's wins).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

@@ -48,9 +48,9 @@ def check_backbones(config: dict) -> None:
     ]
     if not others:
         return
-    from leaf.student.backbones import _timm
+    from leaf.student.backbones import timm_module
 
-    timm = _timm()
+    timm = timm_module()
     for key, name in others:
         if not timm.is_model(name):
             close = timm.list_models(f"*{name.split('_')[0]}*")[:8]

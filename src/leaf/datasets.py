@@ -39,8 +39,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from leaf.atomic_io import write_parquet_atomic
 from leaf.images import ImageReadError, read_rgb_bytes
-from leaf.parquet_io import write_parquet_atomic
 
 log = logging.getLogger(__name__)
 

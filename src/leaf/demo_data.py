@@ -29,7 +29,7 @@ from scipy import ndimage
 from skimage import data as skdata
 from skimage.metrics import structural_similarity
 
-from leaf.parquet_io import atomic_target
+from leaf.atomic_io import atomic_target
 
 log = logging.getLogger(__name__)
 

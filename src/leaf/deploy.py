@@ -44,10 +44,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+from leaf.atomic_io import torch_save_atomic
 from leaf.hashing import canonical_hash, plain
 from leaf.metrics import finite_or_none
-from leaf.student import torch_save_atomic
-from leaf.student.backbones import _timm, create_backbone
+from leaf.student.backbones import create_backbone, timm_module
 from leaf.student.features import (
     POOLING_MODES,
     build_transform,
@@ -126,7 +126,7 @@ class StudentModel(nn.Module):
 def transform_of(preprocess: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
     """The evaluation transform described by an artifact's ``preprocess`` section. A full-mode
     one also has ``read(path)``, which decodes a file exactly as the image cache does (used by
-    :func:`leaf.predict.load_batch`)."""
+    :func:`leaf.scoring.load_batch`)."""
     if preprocess.get("mode", "head") == "full":
         return EvalTransform.from_artifact(preprocess)
     pooling = preprocess.get("pooling", "center_crop")
@@ -264,7 +264,7 @@ def model_from_artifact(artifact: dict[str, Any]) -> StudentModel:
     """Rebuild the :class:`StudentModel` of an artifact dict, in eval mode (no weights are
     downloaded: the backbone is created empty and filled from the artifact)."""
     spec = artifact["backbone"]
-    backbone = _timm().create_model(spec["name"], pretrained=False, num_classes=0)
+    backbone = timm_module().create_model(spec["name"], pretrained=False, num_classes=0)
     backbone.load_state_dict(spec["state_dict"], strict=True)
     return StudentModel(
         backbone,

@@ -27,15 +27,20 @@ import logging
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from leaf.deploy import ArtifactError, StudentModel, load_artifact
-from leaf.predict import Scorer, chunked, iter_image_paths, load_batch
-from leaf.student import json_write_atomic
+from leaf.atomic_io import json_write_atomic
+from leaf.deploy import StudentModel, load_artifact
+from leaf.scoring import (
+    METADATA_KEYS,
+    chunked,
+    iter_image_paths,
+    load_batch,
+    onnx_scorer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +49,6 @@ CHECK_IMAGES = 6
 TRACE_BATCH = 2
 ONNX_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "images", "scores"
-METADATA_KEYS = ("preprocess", "calibration", "provenance")
-# Provenance fields an ONNX file must share with the artifact it is run beside.
-IDENTITY_KEYS = ("dataset", "backbone", "teacher_hash", "ratio", "seed", "config_hash")
 
 
 class ExportMismatchError(RuntimeError):
@@ -121,48 +123,6 @@ def scores_differ(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
     """Per-image deviation ``|other - reference| / max(1, |reference|)``."""
     reference = np.asarray(reference, np.float64)
     return np.abs(np.asarray(other, np.float64) - reference) / np.maximum(1.0, np.abs(reference))
-
-
-def onnx_metadata(path: str | Path) -> dict[str, Any]:
-    """The LEAF metadata (preprocess, calibration, provenance) stored in an exported ONNX
-    file, decoded from JSON (empty sections when absent)."""
-    import onnx
-
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    return {key: json.loads(props.get(f"leaf.{key}", "{}")) for key in METADATA_KEYS}
-
-
-def onnx_scorer(
-    path: str | Path, student: StudentModel | None = None, threads: int | None = None
-) -> Scorer:
-    """Batch (n, 3, H, W) -> scores (n,) through ONNX Runtime (CPU) on the ONNX file ``path``.
-
-    With ``student`` the file's provenance must match the artifact's (same dataset, backbone,
-    teacher, ratio, seed and config hash), so the preprocessing used is the right one.
-    """
-    import onnxruntime as ort
-
-    if student is not None:
-        stored = onnx_metadata(path)["provenance"]
-        mismatched = [
-            key for key in IDENTITY_KEYS if stored.get(key) != student.provenance.get(key)
-        ]
-        if mismatched:
-            raise ArtifactError(
-                f"{path} was not exported from this model artifact (differs in {mismatched})"
-            )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
-
-    def score(batch: torch.Tensor) -> np.ndarray:
-        array = batch.detach().float().contiguous().numpy()
-        return np.asarray(session.run(None, {input_name: array})[0], np.float32).reshape(-1)
-
-    return score
 
 
 def _export_onnx(student: StudentModel, example: torch.Tensor, path: Path) -> None:

@@ -19,10 +19,9 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from leaf.atomic_io import atomic_path, json_write_atomic
 from leaf.experiments import percent
 from leaf.metrics import finite_or_none, plcc, srcc
-from leaf.parquet_io import atomic_path
-from leaf.student import json_write_atomic
 from leaf.tables import (
     METRIC_COLUMNS,
     aggregate_runs,

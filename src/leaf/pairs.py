@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from leaf.parquet_io import write_parquet_atomic
+from leaf.atomic_io import write_parquet_atomic
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from leaf.atomic_io import atomic_path, json_write_atomic
 from leaf.metrics import correlation_record
-from leaf.parquet_io import atomic_path
-from leaf.student import json_write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,7 @@
 # Config validation, derived settings and input functions shared by every stage.
 
+import os
+
 from snakemake.utils import validate
 
 from leaf.config_checks import check_config
@@ -7,6 +9,11 @@ from leaf.datasets import label_file
 from leaf.experiments import VARIANT_PATTERN, Plan, ratio_label, variant_flags
 from leaf.student.stages import stage_gpus, stage_settings, stage_threads
 from leaf.teacher.factory import judgment_config, teacher_gpus
+
+# Idle OpenMP threads of the jobs sleep instead of spinning: with spinning (the default), a
+# 2-thread torch job beside any other busy process waits ~1 s per forward pass on a 2-core
+# machine. Jobs inherit this environment; a value set by the user wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 validate(config, "../schemas/config.schema.yaml")
 check_config(config)

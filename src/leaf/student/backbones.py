@@ -38,7 +38,7 @@ class WeightsError(RuntimeError):
     """Pretrained weights are unknown, unreachable or do not fit the requested model."""
 
 
-def _timm():
+def timm_module():
     """Import timm (after making torchvision importable beside the CPU torch build)."""
     ensure_torchvision_importable()
     import timm
@@ -145,7 +145,7 @@ def map_state_dict(
 
 def _create(name: str, weights: str, num_classes: int) -> torch.nn.Module:
     """Build timm model ``name`` with ``num_classes`` outputs and the requested weights."""
-    timm = _timm()
+    timm = timm_module()
     if not timm.is_model(name):
         raise WeightsError(f"unknown timm model {name!r}")
     if weights == "timm":
@@ -188,4 +188,4 @@ def create_classifier(name: str, weights: str) -> torch.nn.Module:
 def preprocess_config(model: torch.nn.Module) -> dict[str, Any]:
     """timm's pretrained data config of ``model`` (``timm.data.resolve_model_data_config``):
     input_size, interpolation, mean, std, crop_pct, crop_mode."""
-    return dict(_timm().data.resolve_model_data_config(model))
+    return dict(timm_module().data.resolve_model_data_config(model))

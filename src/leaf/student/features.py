@@ -45,8 +45,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from leaf.atomic_io import torch_save_atomic
 from leaf.images import read_rgb
-from leaf.student import torch_save_atomic
 from leaf.student.backbones import create_backbone, preprocess_config
 from leaf.torch_compat import ensure_torchvision_importable
 

@@ -52,8 +52,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from leaf.atomic_io import torch_save_atomic
 from leaf.metrics import srcc
-from leaf.student import torch_save_atomic
 from leaf.student.backbones import create_backbone
 from leaf.student.features import bf16_autocast_supported, eval_settings
 from leaf.student.heads import (
@@ -66,22 +66,22 @@ from leaf.student.heads import (
 from leaf.student.image_cache import ImageCache, decode_resized, short_side_size
 from leaf.student.losses import calibration_loss, distill_loss
 from leaf.student.steps import (
-    _history_records,
-    _split_ids,
     calibration_subset,
     distill_data,
     distill_flags,
+    history_records,
     load_checkpoint,
     mos_range,
+    split_ids,
     write_evaluation,
 )
 from leaf.student.train import (
     EpochSelector,
-    _select_score,
     deterministic,
     least_squares_affine,
     pair_agreement,
     predict,
+    select_part_scores,
     shuffled_batches,
 )
 from leaf.torch_compat import ensure_torchvision_importable
@@ -532,7 +532,7 @@ def calibrate_full(
 
     def select_score(model: FullStudent) -> dict:
         features = embed_cached(model, inputs, select_rows, batch_size, precision)
-        return _select_score(_cpu_copy(model.head), torch.from_numpy(features), select_y)
+        return select_part_scores(_cpu_copy(model.head), torch.from_numpy(features), select_y)
 
     with deterministic(seed) as generator:
         head = CalibratedHead(_cpu_copy(distilled.head))
@@ -679,7 +679,7 @@ def full_distill_step(
         full_checkpoint(
             student,
             stage="distill",
-            history=_history_records(history),
+            history=history_records(history),
             seed=int(seed),
             backbone=backbone,
             weights=weights,
@@ -731,7 +731,7 @@ def _calibrate_and_save(
         full_checkpoint(
             calibrated,
             stage="calibrate",
-            history=_history_records(history),
+            history=history_records(history),
             seed=int(seed),
             ratio=float(ratio),
             backbone=backbone,
@@ -844,7 +844,7 @@ def full_evaluate_step(
     full = checkpoint["full"]
     inputs = _inputs(image_cache, cache_index, checkpoint["preprocess"], full)
     precision = choose_precision(bool(full["amp"]))
-    test_ids = _split_ids(split, "test")
+    test_ids = split_ids(split, "test")
     features = embed_cached(
         _on_device(student, inputs, precision.device),
         inputs,

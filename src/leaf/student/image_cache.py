@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from leaf.atomic_io import atomic_path, write_parquet_atomic
 from leaf.images import oriented_size, read_rgb
-from leaf.parquet_io import atomic_path, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 

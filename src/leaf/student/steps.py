@@ -15,9 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from leaf.atomic_io import json_write_atomic, torch_save_atomic, write_parquet_atomic
 from leaf.metrics import correlation_record
-from leaf.parquet_io import write_parquet_atomic
-from leaf.student import json_write_atomic, torch_save_atomic
 from leaf.student.features import features_step, load_features
 from leaf.student.heads import head_checkpoint, head_from_checkpoint
 from leaf.student.train import calibrate_head, distill_head, predict
@@ -29,12 +28,12 @@ log = logging.getLogger(__name__)
 DISTILL_FLAGS = ("use_point", "use_pair", "use_omega")
 
 
-def _history_records(history: pd.DataFrame) -> dict[str, list]:
+def history_records(history: pd.DataFrame) -> dict[str, list]:
     """A training history as plain Python lists (safe for ``weights_only`` loading)."""
     return history.to_dict(orient="list")
 
 
-def _split_ids(split: str, name: str) -> list[str]:
+def split_ids(split: str, name: str) -> list[str]:
     """Image ids of split ``name`` ("train"/"test") in ``split.parquet``."""
     table = pd.read_parquet(split, columns=["image_id", "split"])
     return table.loc[table["split"] == name, "image_id"].astype(str).tolist()
@@ -74,7 +73,7 @@ def distill_data(split: str, teacher_points: str, teacher_pairs: str) -> Distill
     Train images without a finite teacher score are left out (logged). Pairs touching an image
     that is left out are dropped (an empty pair table is a point-only teacher).
     """
-    train_ids = _split_ids(split, "train")
+    train_ids = split_ids(split, "train")
     points = pd.read_parquet(teacher_points, columns=["image_id", "score"])
     points = points.assign(image_id=points["image_id"].astype(str)).dropna(subset=["score"])
     scores = points.set_index("image_id")["score"]
@@ -151,7 +150,7 @@ def distill_step(
         {
             "stage": "distill",
             "head": head_checkpoint(quality_head),
-            "history": _history_records(history),
+            "history": history_records(history),
             "seed": int(seed),
             "backbone": table.backbone,
             "n_images": len(data.image_ids),
@@ -233,7 +232,7 @@ def calibrate_step(
         {
             "stage": "calibrate",
             "head": head_checkpoint(calibrated),
-            "history": _history_records(history),
+            "history": history_records(history),
             "seed": int(seed),
             "ratio": float(ratio),
             "backbone": table.backbone,
@@ -253,7 +252,7 @@ def evaluate_step(
     """Rule ``evaluate``: predictions of a student checkpoint (distilled or calibrated) on the
     test split from the cached features, written by :func:`write_evaluation`."""
     table = load_features(features)
-    test_ids = _split_ids(split, "test")
+    test_ids = split_ids(split, "test")
     checkpoint = load_checkpoint(model)
     predicted = predict(head_from_checkpoint(checkpoint["head"]), table.rows(test_ids))
     write_evaluation(test_ids, predicted, manifest, checkpoint, predictions, metrics)

@@ -188,7 +188,7 @@ def least_squares_affine(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(slope), float(intercept)
 
 
-def _select_score(model: CalibratedHead, features: torch.Tensor, mos: torch.Tensor) -> dict:
+def select_part_scores(model: CalibratedHead, features: torch.Tensor, mos: torch.Tensor) -> dict:
     """SRCC, PLCC and standardised-unit MSE of ``model`` on a held-out part."""
     predicted = predict(model, features)
     standardised = (predicted - float(model.mos_mean)) / float(model.mos_std)
@@ -301,7 +301,7 @@ def calibrate_head(
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         steps = max(1, math.ceil(len(fit_x) / batch_size))
         selector = EpochSelector()
-        selector.record(model, 0, math.nan, _select_score(model, select_x, select_y))
+        selector.record(model, 0, math.nan, select_part_scores(model, select_x, select_y))
         for epoch in range(1, epochs + 1):
             model.train()
             losses = []
@@ -315,7 +315,7 @@ def calibrate_head(
                 loss.backward()
                 optimizer.step()
                 losses.append(float(loss.detach()))
-            score = _select_score(model, select_x, select_y)
+            score = select_part_scores(model, select_x, select_y)
             selector.record(model, epoch, float(np.mean(losses)), score)
 
     chosen_epoch, frame = selector.finish(model, len(fit_x), len(select_x))

@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from leaf.parquet_io import atomic_path
+from leaf.atomic_io import atomic_path
 from leaf.teacher.backend import Levels, TeacherOutputError
 from leaf.teacher.levels import (
     expected_score,
