@@ -3,10 +3,11 @@
 Each config under config/ (the demo, the AGIQA-3K ones, each paper file alone and all of them
 with paper/all.yaml) is planned by Snakemake itself (a dry run) under each profile in
 workflow/profiles/. From the resources Snakemake assigns to each planned job: a job that runs an
-MLLM (a vLLM or CUDA transformers teacher shard) asks for at least one GPU; a job that trains or
-evaluates a fine-tuned backbone (a student stage in full mode) asks for exactly one; every other
-job asks for none. The SLURM profile's partition file then sends exactly the GPU jobs to the GPU
-partition (through the SLURM plugin's own partition selection).
+MLLM asks for its GPUs (a vLLM teacher shard: the engine's tensor_parallel_size; a CUDA
+transformers shard: one); a job that trains or evaluates a fine-tuned backbone (a student stage
+in full mode) asks for exactly one; every other job asks for none. The SLURM profile's partition
+file then sends exactly the GPU jobs to the GPU partition (through the SLURM plugin's own
+partition selection).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import yaml
 from workflow_helpers import ROOT, planned_job_resources
 
 from leaf.experiments import Plan, merged_config
+from leaf.teacher.presets import PRESETS
 
 pytestmark = pytest.mark.slow
 
@@ -58,17 +60,22 @@ def reads_shared(files: list[Path]) -> bool:
     return any("../shared" in path.read_text() for path in files)
 
 
-def expected_gpus(rule: str, wildcards: dict[str, str], config: dict, plan: Plan) -> str:
-    """What a job must ask for: ">=1", "1" or "0" GPUs (from what it runs, not the profile)."""
+def expected_gpus(rule: str, wildcards: dict[str, str], config: dict, plan: Plan) -> int:
+    """The GPUs a job must ask for, from what it runs (not from the profile): a vLLM teacher
+    shard its engine's tensor_parallel_size (explicit, else its preset's, else 1), a CUDA
+    transformers shard 1, a full-mode student stage 1, everything else 0."""
     if rule in TEACHER_SHARDS:
         teacher = plan.teacher_by_hash(wildcards["teacher_hash"]).config
-        backend = teacher["backend"]
-        device = str((teacher.get("transformers") or {}).get("device", "cpu"))
-        runs_mllm = backend == "vllm" or (backend == "transformers" and device != "cpu")
-        return ">=1" if runs_mllm else "0"
+        options = teacher.get(teacher["backend"]) or {}
+        if teacher["backend"] == "vllm":
+            preset = PRESETS.get(options.get("preset"), {})
+            return int(options.get("tensor_parallel_size") or preset.get("tensor_parallel_size", 1))
+        if teacher["backend"] == "transformers":
+            return 0 if str(options.get("device", "cpu")) == "cpu" else 1
+        return 0
     if rule in STUDENT_STAGES and config["student"].get("mode", "head") == "full":
-        return "1"
-    return "0"
+        return 1
+    return 0
 
 
 @pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.name)
@@ -91,13 +98,14 @@ def test_gpu_jobs_ask_for_gpus_and_no_other_job_does(name, profile):
             continue
         asked = int(resources.get("gpu", "0"))
         expected = expected_gpus(rule, wildcards, config, plan)
-        ok = asked >= 1 if expected == ">=1" else asked == int(expected)
-        if not ok:
+        if asked != expected:
             wrong.append(f"{rule} {wildcards}: gpu={asked}, expected {expected}")
     assert not wrong, "\n".join(wrong[:20])
     rules = {rule for rule, _, _ in jobs}
     if config["student"].get("mode") == "full":
         assert STUDENT_STAGES & rules, "a full-mode config planned no student stage"
+    if name in ("paper/agiqa3k", "paper/all"):  # the tensor-parallel table-4 teachers
+        assert any(int(r.get("gpu", 0)) == 2 for rule, _, r in jobs if rule in TEACHER_SHARDS)
 
 
 def partition_file(profile: Path) -> Path | None:

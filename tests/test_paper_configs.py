@@ -117,10 +117,12 @@ def test_paper_configs_together_plan_every_table_and_figure(tmp_path):
     # fig2 and fig4: every table and figure of the paper from one run.
     assert jobs["results_table"] == 4 and jobs["fig2"] == jobs["fig4"] == 1
     assert jobs["image_cache"] == 4
-    # The main teacher on each dataset, plus table 4's second teacher on AGIQA-3K.
-    assert jobs["teacher_zero_shot"] == 5
-    # Stage 1: the main runs of 4 datasets + AGIQA-3K's 3 ablation variants and 3 grid cells.
-    assert jobs["distill"] == (4 + 6) * N_SEEDS
+    # The main teacher on each dataset, plus table 4's three other teachers on AGIQA-3K
+    # (Qwen3-VL-8B, InternVL3.5-38B, Qwen3-VL-32B).
+    assert jobs["teacher_zero_shot"] == 7
+    # Stage 1: the main runs of 4 datasets + AGIQA-3K's 3 ablation variants and the 7 other
+    # cells of its 4-teacher x 2-backbone grid.
+    assert jobs["distill"] == (4 + 3 + 7) * N_SEEDS
     assert jobs["prepare"] == 4 and jobs["split"] == 4
 
 
@@ -131,11 +133,12 @@ def test_agiqa3k_paper_config_plans_the_ablation_grid_and_figures(tmp_path):
         {"datasets": {"agiqa3k": {"root": str(tmp_path / "data" / "agiqa3k")}}},
     )
     jobs = planned_jobs(tmp_path, configfiles=[PROTOCOL, PAPER / "agiqa3k.yaml", override])
-    # table1, table3 (ablation), table4 (2 teachers x 2 backbones), fig2, fig4.
+    # table1, table3 (ablation), table4 (4 teachers x 2 backbones), fig2, fig4.
     assert jobs["results_table"] == 3 and jobs["fig2"] == 1 and jobs["fig4"] == 1
-    assert jobs["teacher_zero_shot"] == 2  # InternVL3.5-8B and Qwen3-VL-8B
-    # Stage-1 runs: main (5) + 3 other ablation variants (15) + the grid's 3 other cells (15).
-    assert jobs["distill"] == 7 * N_SEEDS
+    # InternVL3.5-8B, Qwen3-VL-8B, InternVL3.5-38B and Qwen3-VL-32B (the paper's table 4).
+    assert jobs["teacher_zero_shot"] == 4
+    # Stage-1 runs: main (5) + 3 other ablation variants (15) + the grid's 7 other cells (35).
+    assert jobs["distill"] == 11 * N_SEEDS
 
 
 def qbench_override(tmp_path: Path) -> Path:

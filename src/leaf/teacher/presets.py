@@ -51,6 +51,30 @@ PRESETS: dict[str, dict[str, Any]] = {
         "mm_processor_kwargs": {"max_dynamic_patch": 12},
         "image_placeholder": "<image>",
     },
+    # The paper's larger table-4 teacher: InternVL-3.5-38B (remote code, like the 8B), bfloat16
+    # weights of about 77 GB: tensor-parallel over 2 GPUs of 80 GB (each job asks for 2).
+    "internvl3_5_38b": {
+        "model": "OpenGVLab/InternVL3_5-38B",
+        "trust_remote_code": True,
+        "dtype": "bfloat16",
+        "tensor_parallel_size": 2,
+        "max_model_len": 8192,
+        "max_num_seqs": 64,
+        "gpu_memory_utilization": 0.9,
+        "mm_processor_kwargs": {"max_dynamic_patch": 12},
+        "image_placeholder": "<image>",
+    },
+    # Qwen3-VL-32B-Instruct (dense), bfloat16 weights of about 66 GB: 2 GPUs of 80 GB.
+    "qwen3_vl_32b": {
+        "model": "Qwen/Qwen3-VL-32B-Instruct",
+        "dtype": "bfloat16",
+        "tensor_parallel_size": 2,
+        "max_model_len": 8192,
+        "max_num_seqs": 64,
+        "gpu_memory_utilization": 0.9,
+        "min_pixels": 64 * 32 * 32,
+        "max_pixels": 1280 * 32 * 32,
+    },
     # Qwen3-VL: 32 x 32 pixels per visual token; 64..1280 tokens per image.
     "qwen3_vl_8b": {
         "model": "Qwen/Qwen3-VL-8B-Instruct",
