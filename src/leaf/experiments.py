@@ -132,13 +132,18 @@ def configured_teachers(config: dict) -> dict[str, Teacher]:
     return teachers
 
 
+def teacher_with_hash(teachers: dict[str, Teacher], digest: str) -> Teacher:
+    """The teacher of ``teachers`` (:func:`configured_teachers`) whose cache hash is ``digest``."""
+    for teacher in teachers.values():
+        if teacher.hash == digest:
+            return teacher
+    raise KeyError(f"no configured teacher has the hash {digest!r}")
+
+
 def teacher_speed_options(config: dict, digest: str) -> dict:
     """The speed-only backend options (:func:`leaf.teacher.factory.speed_options`) of the
     configured teacher whose hash is ``digest``."""
-    for teacher in configured_teachers(config).values():
-        if teacher.hash == digest:
-            return speed_options(teacher.config)
-    raise KeyError(f"no configured teacher has the hash {digest!r}")
+    return speed_options(teacher_with_hash(configured_teachers(config), digest).config)
 
 
 class Plan:
@@ -159,10 +164,7 @@ class Plan:
 
     # --- teachers -------------------------------------------------------------------------
     def teacher_by_hash(self, digest: str) -> Teacher:
-        for teacher in self.teachers.values():
-            if teacher.hash == digest:
-                return teacher
-        raise KeyError(f"no configured teacher has the hash {digest!r}")
+        return teacher_with_hash(self.teachers, digest)
 
     def teacher_named(self, name: str, key: str) -> Teacher:
         if name not in self.teachers:

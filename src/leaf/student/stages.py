@@ -52,9 +52,13 @@ _SETTINGS: dict[tuple[str, str], tuple[str, ...]] = {
 _NEEDS_BACKBONE = {("distill", "full"), ("calibrate_cft", "full")}
 
 
-def _check(stage: str, mode: str) -> None:
+def _check_mode(mode: str) -> None:
     if mode not in STUDENT_MODES:
         raise ValueError(f"unknown student.mode {mode!r}; choose one of {STUDENT_MODES}")
+
+
+def _check(stage: str, mode: str) -> None:
+    _check_mode(mode)
     if stage not in STAGES:
         raise ValueError(f"unknown student stage {stage!r}; choose one of {STAGES}")
 
@@ -81,14 +85,14 @@ def stage_settings(stage: str, mode: str, student: dict, backbone: str) -> dict[
 def stage_gpus(mode: str) -> int:
     """GPUs one student job asks for: 1 in ``full`` mode (the backbone is trained or run end to
     end), 0 in ``head`` mode (a small head on cached features)."""
-    _check("distill", mode)
+    _check_mode(mode)
     return 1 if mode == "full" else 0
 
 
 def stage_threads(mode: str) -> int:
     """CPU threads of one student job: 2 for fine-tuning (data loading beside the network),
     1 for a head (too small to gain from more)."""
-    _check("distill", mode)
+    _check_mode(mode)
     return 2 if mode == "full" else 1
 
 
