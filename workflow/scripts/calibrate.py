@@ -1,7 +1,8 @@
 """Rule calibrate: see leaf.student.stages.calibrate_step (student.mode picks the
 implementation)."""
 
-from leaf.student.stages import calibrate_step
+from leaf.student.stages import calibrate_step, light_job
 from leaf.workflow_io import run_step
 
-run_step(snakemake, calibrate_step)  # noqa: F821 (snakemake is injected by the script directive)
+# snakemake is injected by the script directive; head-mode jobs run in the warm worker
+run_step(snakemake, calibrate_step, warm=light_job)  # noqa: F821

@@ -1,6 +1,7 @@
 """Rule fig4: see leaf.figures.fig4_step."""
 
-from leaf.figures import fig4_step
 from leaf.workflow_io import run_step
 
-run_step(snakemake, fig4_step)  # noqa: F821 (snakemake is injected by the script directive)
+# snakemake is injected by the script directive. A light job: it runs in the warm worker when
+# that is on (see leaf.warm_worker), so this process imports neither torch nor pandas.
+run_step(snakemake, "leaf.figures:fig4_step", warm=True)  # noqa: F821

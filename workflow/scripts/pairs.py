@@ -1,6 +1,7 @@
 """Rule pairs: see leaf.pairs.pairs_step."""
 
-from leaf.pairs import pairs_step
 from leaf.workflow_io import run_step
 
-run_step(snakemake, pairs_step)  # noqa: F821 (snakemake is injected by the script directive)
+# snakemake is injected by the script directive. A light job: it runs in the warm worker when
+# that is on (see leaf.warm_worker), so this process imports neither torch nor pandas.
+run_step(snakemake, "leaf.pairs:pairs_step", warm=True)  # noqa: F821

@@ -1,6 +1,7 @@
 """Rule teacher_zero_shot: see leaf.tables.teacher_zero_shot_step."""
 
-from leaf.tables import teacher_zero_shot_step
 from leaf.workflow_io import run_step
 
-run_step(snakemake, teacher_zero_shot_step)  # noqa: F821 (snakemake is injected by the script directive)
+# snakemake is injected by the script directive. A light job: it runs in the warm worker when
+# that is on (see leaf.warm_worker), so this process imports neither torch nor pandas.
+run_step(snakemake, "leaf.tables:teacher_zero_shot_step", warm=True)  # noqa: F821

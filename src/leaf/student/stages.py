@@ -96,6 +96,13 @@ def stage_threads(mode: str) -> int:
     return 2 if mode == "full" else 1
 
 
+def light_job(kwargs: dict[str, Any]) -> bool:
+    """Whether a student job may run in the warm worker (:mod:`leaf.warm_worker`): head mode
+    (seconds of work on cached features, where imports cost more than the work); full mode
+    fine-tunes a backbone in a process of its own."""
+    return kwargs["mode"] == "head"
+
+
 def _run(stage: str, mode: str, settings: dict, threads: int, named: dict) -> Any:
     function = implementation(stage, mode)
     kwargs = {**named, **settings}

@@ -1,0 +1,184 @@
+"""Write bench/speed.md from the runs of bench/speed.sh: wall times side by side, their ratios
+against the issue's goals, per-rule job time from Snakemake's benchmark files, and whether the
+tables agree (every numeric value within 1e-6 of the baseline's, rows matched on the text
+columns both versions have).
+
+    python bench/speed_report.py --work bench/.speed --parts demo agiqa3k --baseline 1c8263b \
+        --current abc1234 --cores 2 --out bench/speed.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TOLERANCE = 1e-6
+# (part, time label) -> the goal: current time at most this share of the baseline's.
+GOALS = {("demo", "demo+report"): 0.40, ("agiqa3k", "after_features"): 0.25}
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+N_AGIQA3K = 2982
+
+
+def machine() -> str:
+    """CPU model, the precision-relevant flags and the core count, from /proc/cpuinfo."""
+    model, flags = platform.processor() or "unknown CPU", set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        text = cpuinfo.read_text()
+        if found := re.search(r"^model name\s*:\s*(.+)$", text, re.M):
+            model = found.group(1).strip()
+        if found := re.search(r"^flags\s*:\s*(.+)$", text, re.M):
+            flags = set(found.group(1).split())
+    present = [flag for flag in FLAGS if flag in flags] or ["none of " + ", ".join(FLAGS)]
+    return f"{model}; flags: {', '.join(present)}; {os.cpu_count()} cores"
+
+
+def times(folder: Path) -> dict[str, float]:
+    """Wall seconds by label from ``times.txt`` (demo+report is their sum)."""
+    values = {}
+    for line in (folder / "times.txt").read_text().splitlines():
+        label, seconds = line.split()
+        values[label] = float(seconds)
+    if "demo" in values and "report" in values:
+        values["demo+report"] = values["demo"] + values["report"]
+    return values
+
+
+def job_seconds(folder: Path) -> pd.DataFrame:
+    """Jobs and summed wall seconds (``s``) per rule, from the Snakemake benchmark files (the
+    rule is the file name's first part, e.g. ``distill_seed0.tsv`` -> distill)."""
+    rows = []
+    for path in (folder / "benchmarks").rglob("*.tsv"):
+        rule = re.sub(r"_(seed|ratio|short|tf_|ensemble|\d).*$", "", path.stem)
+        rule = re.sub(r"_[0-9a-f]{6,}$", "", rule)
+        seconds = pd.read_csv(path, sep="\t")["s"].iloc[-1]
+        rows.append({"rule": rule, "s": float(seconds)})
+    if not rows:
+        return pd.DataFrame(columns=["jobs", "s"])
+    table = pd.DataFrame(rows).groupby("rule")["s"].agg(jobs="count", s="sum")
+    return table
+
+
+def compare_tables(baseline: Path, current: Path) -> list[str]:
+    """One line per table: agreement of every common numeric value within TOLERANCE."""
+    lines = []
+    for base_file in sorted(baseline.glob("*.csv")):
+        current_file = current / base_file.name
+        if not current_file.exists():
+            lines.append(f"- {base_file.name}: missing in the current run")
+            continue
+        base, new = pd.read_csv(base_file), pd.read_csv(current_file)
+        keys = [
+            column
+            for column in base.columns
+            if column in new.columns and not pd.api.types.is_numeric_dtype(base[column])
+        ]
+        numeric = [
+            column
+            for column in base.columns
+            if column in new.columns and pd.api.types.is_numeric_dtype(base[column])
+        ]
+        if keys:
+            merged = base.merge(new, on=keys, suffixes=("_base", "_new"), how="outer")
+        else:
+            merged = base.add_suffix("_base").join(new.add_suffix("_new"))
+        if len(merged) != len(base) or len(merged) != len(new):
+            lines.append(
+                f"- {base_file.name}: rows differ ({len(base)} baseline, {len(new)} current, "
+                f"{len(merged)} matched on {keys})"
+            )
+            continue
+        worst, worst_column = 0.0, None
+        for column in numeric:
+            a = merged[f"{column}_base"].to_numpy(float)
+            b = merged[f"{column}_new"].to_numpy(float)
+            both_nan = np.isnan(a) & np.isnan(b)
+            difference = np.where(both_nan, 0.0, np.abs(a - b))
+            difference = np.nan_to_num(difference, nan=np.inf)
+            if difference.size and difference.max() > worst:
+                worst, worst_column = float(difference.max()), column
+        verdict = "same within 1e-6" if worst <= TOLERANCE else "DIFFERENT"
+        where = f" (largest in {worst_column})" if worst_column else ""
+        lines.append(
+            f"- {base_file.name}: {verdict}: largest difference {worst:.2e}{where} over "
+            f"{len(merged)} rows x {len(numeric)} numeric columns"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--parts", nargs="+", required=True)
+    parser.add_argument("--baseline", required=True)
+    parser.add_argument("--current", required=True)
+    parser.add_argument("--cores", type=int, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    today = dt.date.today().isoformat()
+    lines = [
+        "# Speed: baseline against current, side by side",
+        "",
+        "Written by `bench/speed.sh` (do not edit by hand; rerun it). Baseline: main at "
+        f"`{args.baseline}`; current: `{args.current}`; both run one after the other in one "
+        f"benchmark run on the same machine, from empty results folders, `--cores {args.cores}`.",
+        "",
+        f"- Date: {today}",
+        f"- Machine: {machine()}",
+        "",
+    ]
+    for part in args.parts:
+        base_dir, current_dir = args.work / f"{part}_baseline", args.work / f"{part}_current"
+        base_times, current_times = times(base_dir), times(current_dir)
+        lines += [f"## {part}", "", "| step | baseline s | current s | current/baseline | goal |"]
+        lines += ["|---|---:|---:|---:|---|"]
+        for label, base_seconds in base_times.items():
+            new_seconds = current_times.get(label, float("nan"))
+            ratio = new_seconds / base_seconds
+            goal = GOALS.get((part, label))
+            verdict = (
+                "" if goal is None else f"<= {goal:.0%}: {'met' if ratio <= goal else 'NOT met'}"
+            )
+            lines.append(
+                f"| {label} | {base_seconds:.1f} | {new_seconds:.1f} | {ratio:.0%} | {verdict} |"
+            )
+        if part == "agiqa3k":
+            feature_rows = []
+            for name, folder in (("baseline", base_dir), ("current", current_dir)):
+                jobs = job_seconds(folder)
+                if "features" in jobs.index:
+                    rate = N_AGIQA3K / jobs.loc["features", "s"]
+                    feature_rows.append(f"{name} {rate:.2f} images/s")
+            lines += ["", "Feature extraction (Snakemake benchmark of `features`): "]
+            lines[-1] += "; ".join(feature_rows) + " (goal: current >= 2x baseline)"
+        base_jobs, current_jobs = job_seconds(base_dir), job_seconds(current_dir)
+        joined = base_jobs.join(current_jobs, lsuffix="_baseline", rsuffix="_current", how="outer")
+        lines += [
+            "",
+            "Per rule: jobs and the sum of their wall times (Snakemake `benchmark:` files; with "
+            "`--cores` > 1 jobs overlap, so these sums exceed the wall time above):",
+            "",
+            "| rule | jobs | baseline s | current s |",
+            "|---|---:|---:|---:|",
+        ]
+        for rule, row in joined.sort_values("s_baseline", ascending=False).iterrows():
+            lines.append(
+                f"| {rule} | {row['jobs_baseline']:.0f} | {row['s_baseline']:.1f} | "
+                f"{row['s_current']:.1f} |"
+            )
+        lines += ["", "Results (tables of both runs):", ""]
+        lines += compare_tables(base_dir, current_dir)
+        lines.append("")
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
