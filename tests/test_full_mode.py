@@ -289,14 +289,19 @@ def test_cft_only_head_is_fresh_and_seeded():
     assert heads[0]["output.weight"].shape == (1, network.num_features)
 
 
-E2E_CONFIG = ROOT / "tests" / "data" / "e2e_config.yaml"
-FULL_MODE = {"student": {"mode": "full", "full": {**FULL, "cache_short_side": 64}}}
+E2E_CONFIG = ROOT / ".test" / "config" / "config.yaml"
+FULL_CONFIG = ROOT / ".test" / "config_full" / "config.yaml"
+
+
+def test_the_full_mode_test_config_holds_these_tests_settings():
+    full = yaml.safe_load(FULL_CONFIG.read_text())["student"]
+    assert full["mode"] == "full" and full["full"] == FULL
 
 
 def _configs(folder, name, *overrides):
-    """The e2e config, full mode and ``overrides``, as config files in ``folder``."""
-    files = [E2E_CONFIG]
-    for index, override in enumerate((FULL_MODE, *overrides)):
+    """The e2e config, the full-mode test config and ``overrides`` (as files in ``folder``)."""
+    files = [E2E_CONFIG, FULL_CONFIG]
+    for index, override in enumerate(overrides):
         path = folder / f"{name}_{index}.yaml"
         path.write_text(yaml.safe_dump(override))
         files.append(path)

@@ -29,8 +29,17 @@ def test_code_is_clean(cmd):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_snakemake_lint_is_clean():
-    result = _run(str(BIN / "snakemake"), "--lint", "--cores", "1")
+TEST_CONFIGS = {
+    "demo": [],
+    "test": [".test/config/config.yaml"],
+    "test-full": [".test/config/config.yaml", ".test/config_full/config.yaml"],
+}
+
+
+@pytest.mark.parametrize("configs", TEST_CONFIGS.values(), ids=TEST_CONFIGS.keys())
+def test_snakemake_lint_is_clean(configs):
+    config_args = ["--configfile", *configs] if configs else []
+    result = _run(str(BIN / "snakemake"), "--lint", "--cores", "1", *config_args)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "Lints for" not in output, output

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 SLURM_PROFILE = ROOT / "workflow" / "profiles" / "slurm" / "config.yaml"
 PARTITIONS = ROOT / "workflow" / "profiles" / "slurm" / "partitions.yaml"
-SMALL_DEMO = ROOT / "tests" / "data" / "e2e_config.yaml"
+SMALL_DEMO = ROOT / ".test" / "config" / "config.yaml"
 TABLE = "results/table1.csv"
 SHARDS = 2
 # "Job 12 has been submitted with SLURM jobid 7 (log: /.../rule_teacher_point/<wildcards>/7.log)."

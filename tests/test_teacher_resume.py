@@ -50,7 +50,7 @@ def vllm_teacher_config(tmp_path, monkeypatch):
     }
     path = tmp_path / "vllm_teacher.yaml"
     path.write_text(yaml.safe_dump(override))
-    return [ROOT / "tests" / "data" / "e2e_config.yaml", path]
+    return [ROOT / ".test" / "config" / "config.yaml", path]
 
 
 def _finished_shards(workdir):

@@ -20,7 +20,7 @@ from leaf.experiments import Plan, merged_config
 
 pytestmark = pytest.mark.slow
 
-E2E_CONFIG = ROOT / "tests" / "data" / "e2e_config.yaml"
+E2E_CONFIG = ROOT / ".test" / "config" / "config.yaml"
 
 
 @pytest.fixture(scope="module")
