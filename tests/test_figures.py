@@ -6,13 +6,20 @@ import json
 import re
 import statistics
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import docutils.core
 import numpy as np
 import pandas as pd
 import pytest
 
-from leaf.figures import fig2_step, fig4_figure, fig4_step, fig4_table
+from leaf.figures import (
+    fig2_step,
+    fig4_figure,
+    fig4_step,
+    fig4_table,
+    training_curves_step,
+)
 from leaf.split import mos_subsets, train_test_split
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -366,3 +373,32 @@ def test_fig4_accepts_plan_rows_with_float_ratios_and_extra_keys(tmp_path):
     table = fig4_table(**inputs, plcc_kind="raw")
     assert table["method"].tolist() == ["LEAF"] * 3 + ["CFT-only"] * 2
     assert table["srcc_mean"].iloc[1] == pytest.approx(expected_row(LEAF_VALUES, "0.05", 0)[0])
+
+
+def test_training_curves_gather_every_runs_history(tmp_path):
+    distill = pd.DataFrame({"epoch": [1, 2, 3], "loss": [0.9, 0.5, 0.4], "chosen": [0, 0, 1]})
+    calibrate = pd.DataFrame(
+        {
+            "epoch": [0, 1, 2],
+            "loss": [0.3, 0.2, 0.25],
+            "select_srcc": [0.5, 0.8, 0.7],
+            "chosen": [False, True, False],
+        }
+    )
+    paths = [tmp_path / "d.csv", tmp_path / "c.csv"]
+    distill.assign(stage="distill").to_csv(paths[0], index=False)
+    calibrate.assign(stage="calibrate").to_csv(paths[1], index=False)
+    runs = [
+        {"stage": "distill", "seed": 0, "ratio": 0.0},
+        {"stage": "calibrate", "seed": 0, "ratio": 0.1},
+    ]
+    out = {name: str(tmp_path / f"curves.{name}") for name in ("png", "svg", "csv")}
+    training_curves_step(histories=[str(p) for p in paths], runs=runs, dataset="demo", **out)
+    table = pd.read_csv(out["csv"])
+    assert len(table) == 6 and table.loc[table["stage"] == "calibrate", "ratio"].eq(0.1).all()
+    kept = table[table["chosen"].astype(bool)]
+    assert kept[["stage", "epoch"]].values.tolist() == [["distill", 3], ["calibrate", 1]]
+    assert Path(out["png"]).read_bytes()[:4] == b"\x89PNG"
+    pd.DataFrame({"loss": [1.0]}).to_csv(paths[0], index=False)
+    with pytest.raises(ValueError, match="d.csv: no 'epoch' column"):
+        training_curves_step(histories=[str(p) for p in paths], runs=runs, dataset="x", **out)

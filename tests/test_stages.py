@@ -86,3 +86,21 @@ def test_step_hands_named_io_settings_and_threads_to_the_implementation(monkeypa
 )
 def test_teacher_gpus(section, gpus):
     assert teacher_gpus(section) == gpus
+
+
+def test_training_stages_write_the_checkpoints_history_as_csv(monkeypatch, tmp_path):
+    import pandas as pd
+    import torch
+
+    model, history = tmp_path / "calibrated.pt", tmp_path / "calibrated.history.csv"
+
+    def fake(model):
+        record = {"epoch": [0, 1, 2], "loss": [0.5, 0.3, 0.4], "select_srcc": [0.1, 0.9, 0.8]}
+        torch.save({"stage": "calibrate", "history": record, "chosen_epoch": 1}, model)
+
+    monkeypatch.setattr(stages, "implementation", lambda stage, mode: fake)
+    stages.calibrate_step(mode="head", settings={}, model=str(model), history=str(history))
+    table = pd.read_csv(history)
+    assert table.columns.tolist() == ["stage", "epoch", "loss", "select_srcc", "chosen"]
+    assert table["chosen"].tolist() == [False, True, False]
+    assert table["stage"].eq("calibrate").all()

@@ -111,9 +111,16 @@ def test_figures_and_report(finished_run):
     assert stats["n_test"] > 0 and stats["mean_abs_residual_after"] > 0
     caption = (results / "fig2_caption.rst").read_text()
     assert f"{stats['plcc']:.3f}" in caption
+    # Training curves of the main runs: stage 1 per seed, stage 2 per (seed, ratio > 0), from
+    # the per-run history CSVs next to the checkpoints.
+    curves = pd.read_csv(results / "training_curves.csv")
+    assert set(curves["stage"]) == {"distill", "calibrate"}
+    assert curves.groupby("stage")["seed"].nunique().to_dict() == {"calibrate": 2, "distill": 2}
+    assert (curves.groupby(["stage", "seed", "ratio"])["chosen"].sum() == 1).all()
     report = (results / "report.html").read_text()
     assert report.lstrip().lower().startswith("<!doctype html")
-    for name in ("table1.csv", "table3.csv", "table4.csv", "fig2.png", "fig4.png"):
+    names = ("table1.csv", "table3.csv", "table4.csv", "fig2.png", "fig4.png", "training_curves")
+    for name in names:
         assert name in report, f"{name} missing from the report"
     # The generated fig2 caption (residuals, PLCC) is included in the report's caption.
     assert "mean absolute residual" in report.lower() or "residual" in report

@@ -350,6 +350,21 @@ class Plan:
             "ratio": ratio,
         }
 
+    def training_histories(self) -> tuple[str, list[tuple[str, dict]]]:
+        """(dataset, [(history CSV, run)]) of the main LEAF runs of table1's first dataset: stage
+        1 per seed and stage 2 per (seed, ratio > 0), for ``training_curves.png``."""
+        dataset = self.spec("table1")["datasets"][0]
+        runs = []
+        for ratio in ["0", *[r for r in self.ratios if float(r) > 0]]:
+            for seed in self.seeds:
+                model = self.student_model(
+                    dataset, self.backbone, self.teacher.hash, self.variant, seed, ratio
+                )
+                stage = "distill" if float(ratio) == 0 else "calibrate"
+                run = {"stage": stage, "seed": seed, "ratio": float(ratio)}
+                runs.append((model.removesuffix(".pt") + ".history.csv", run))
+        return dataset, runs
+
     def all_ratios(self) -> list[float]:
         """Every MOS ratio a configured target uses (the subsets rule draws them all)."""
         ratios = {float(r) for r in self.ratios}
@@ -362,7 +377,8 @@ class Plan:
         return sorted(ratios)
 
     def configured_targets(self) -> list[str]:
-        """Every table and figure that has a (non-null) ``tables`` entry."""
+        """Every table and figure that has a (non-null) ``tables`` entry, and the training
+        curves of the main runs."""
         targets = [f"{self.results}/{t}.csv" for t in TABLES if t in self.tables]
         targets += [f"{self.results}/{f}.png" for f in FIGURES if f in self.tables]
-        return targets
+        return [*targets, f"{self.results}/training_curves.png"]

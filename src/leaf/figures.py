@@ -315,3 +315,53 @@ def fig2_step(
     json_write_atomic(record, stats)
     with atomic_path(caption) as tmp:
         tmp.write_text(fig2_caption(record))
+
+
+# ------------------------------------------------ training curves of the main runs
+
+
+def training_table(histories: list[str], runs: list[dict]) -> pd.DataFrame:
+    """Every run's per-epoch history (the CSVs the training rules write) in one table, with the
+    run's stage, seed and ratio. Raises ValueError naming a history without an epoch column."""
+    frames = []
+    for path, run in zip(histories, runs, strict=True):
+        frame = pd.read_csv(path)
+        if "epoch" not in frame:
+            raise ValueError(f"{path}: no 'epoch' column (has {list(frame.columns)})")
+        frames.append(frame.drop(columns="stage", errors="ignore").assign(**run))
+    return pd.concat(frames, ignore_index=True)
+
+
+def training_figure(table: pd.DataFrame, dataset: str) -> Figure:
+    """Left: stage-1 loss per epoch, one line per seed. Right: stage-2 SRCC on the held-out
+    select part per epoch, one line per (seed, ratio), the kept epoch marked."""
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    distill = table[table["stage"] == "distill"]
+    for seed, runs in distill.groupby("seed"):
+        left.plot(runs["epoch"], runs["loss"], label=f"seed {seed}")
+    left.set(xlabel="epoch", ylabel="loss", title=f"Stage 1 (distillation), {dataset}")
+    calibrate = table[table["stage"] == "calibrate"]
+    if "select_srcc" in calibrate:
+        for (ratio, seed), runs in calibrate.groupby(["ratio", "seed"]):
+            (line,) = right.plot(runs["epoch"], runs["select_srcc"], label=f"{ratio:.0%} s{seed}")
+            if "chosen" in runs:
+                chosen = runs[runs["chosen"].astype(bool)]
+                right.plot(chosen["epoch"], chosen["select_srcc"], "o", color=line.get_color())
+    right.set(xlabel="epoch", ylabel="SRCC on the select part", title="Stage 2 (calibration)")
+    for axes in (left, right):
+        if axes.lines:
+            axes.legend(fontsize="x-small", ncols=2)
+    return fig
+
+
+def training_curves_step(
+    histories: list[str], png: str, svg: str, csv: str, runs: list[dict], dataset: str
+) -> None:
+    """Rule ``training_curves``: the per-epoch histories of the main LEAF runs
+    (:meth:`leaf.experiments.Plan.training_histories`) as one CSV and a figure."""
+    table = training_table(histories, runs)
+    save_figure(training_figure(table, dataset), png, svg)
+    with atomic_path(csv) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")

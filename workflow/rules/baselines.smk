@@ -12,6 +12,7 @@ rule calibrate_cft:
         subsets=rules.subsets.output.subsets,
     output:
         model=f"{RESULTS}/{{dataset}}/student/{{backbone}}/cft_seed{{seed}}_ratio{{ratio}}.pt",
+        history=f"{RESULTS}/{{dataset}}/student/{{backbone}}/cft_seed{{seed}}_ratio{{ratio}}.history.csv",
     log:
         f"{RESULTS}/logs/{{dataset}}/student_{{backbone}}/cft_seed{{seed}}_ratio{{ratio}}.log",
     benchmark:

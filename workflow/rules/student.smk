@@ -57,6 +57,7 @@ rule distill:
         teacher_pairs=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/pairs_kept.parquet",
     output:
         model=f"{RESULTS}/{{dataset}}/student/{{backbone}}/{{teacher_hash}}/{{variant}}/distill_seed{{seed}}.pt",
+        history=f"{RESULTS}/{{dataset}}/student/{{backbone}}/{{teacher_hash}}/{{variant}}/distill_seed{{seed}}.history.csv",
     log:
         f"{RESULTS}/logs/{{dataset}}/student_{{backbone}}/{{teacher_hash}}/{{variant}}/distill_seed{{seed}}.log",
     benchmark:
@@ -83,6 +84,7 @@ rule calibrate:
         distilled=rules.distill.output.model,
     output:
         model=f"{RESULTS}/{{dataset}}/student/{{backbone}}/{{teacher_hash}}/{{variant}}/calibrated_seed{{seed}}_ratio{{ratio}}.pt",
+        history=f"{RESULTS}/{{dataset}}/student/{{backbone}}/{{teacher_hash}}/{{variant}}/calibrated_seed{{seed}}_ratio{{ratio}}.history.csv",
     log:
         f"{RESULTS}/logs/{{dataset}}/student_{{backbone}}/{{teacher_hash}}/{{variant}}/calibrate_seed{{seed}}_ratio{{ratio}}.log",
     benchmark:

@@ -8,6 +8,7 @@ localrules:
     results_table,
     fig2,
     fig4,
+    training_curves,
 
 
 rule results_table:
@@ -85,3 +86,28 @@ rule fig2:
         ratio=lambda wc: PLAN.fig2_spec()["ratio"],
     script:
         "../scripts/fig2.py"
+
+
+rule training_curves:
+    input:
+        histories=lambda wc: [path for path, _ in PLAN.training_histories()[1]],
+    output:
+        png=report(
+            f"{RESULTS}/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Training",
+            labels={"figure": "training curves"},
+        ),
+        svg=f"{RESULTS}/training_curves.svg",
+        csv=f"{RESULTS}/training_curves.csv",
+    log:
+        f"{RESULTS}/logs/training_curves.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/training_curves.tsv"
+    conda:
+        "../envs/student.yaml"
+    params:
+        runs=lambda wc: [run for _, run in PLAN.training_histories()[1]],
+        dataset=lambda wc: PLAN.training_histories()[0],
+    script:
+        "../scripts/training_curves.py"

@@ -103,12 +103,35 @@ def light_job(kwargs: dict[str, Any]) -> bool:
     return kwargs["mode"] == "head"
 
 
+def write_history(model: str, history: str) -> None:
+    """The per-epoch training history stored in checkpoint ``model`` as CSV ``history``: one row
+    per epoch with the implementation's columns (loss, teacher_srcc, select_srcc, ...; see
+    :mod:`leaf.student.train` and :mod:`leaf.student.full`) and ``chosen`` (the epoch the
+    checkpoint kept)."""
+    import pandas as pd
+    import torch
+
+    from leaf.atomic_io import atomic_path
+
+    checkpoint = torch.load(model, map_location="cpu", weights_only=True, mmap=True)
+    table = pd.DataFrame(checkpoint["history"])
+    if "epoch" in table and "chosen_epoch" in checkpoint:
+        table["chosen"] = table["epoch"] == int(checkpoint["chosen_epoch"])
+    table.insert(0, "stage", checkpoint.get("stage", ""))
+    with atomic_path(history) as tmp:
+        table.to_csv(tmp, index=False)
+
+
 def _run(stage: str, mode: str, settings: dict, threads: int, named: dict) -> Any:
     function = implementation(stage, mode)
+    history = named.pop("history", None)
     kwargs = {**named, **settings}
     if "threads" in inspect.signature(function).parameters:
         kwargs["threads"] = threads
-    return function(**kwargs)
+    result = function(**kwargs)
+    if history is not None:
+        write_history(named["model"], history)
+    return result
 
 
 def distill_step(mode: str, settings: dict, threads: int = 1, **named: Any) -> Any:
