@@ -27,7 +27,7 @@ rule calibrate_cft:
         settings=lambda wc: student_settings("calibrate_cft", wc),
         ratio=lambda wc: float(wc.ratio),
         seed=lambda wc: int(wc.seed),
-        calibration=config["calibration"],
+        calibration=lookup(dpath="calibration", within=config),
     script:
         "../scripts/calibrate_cft.py"
 

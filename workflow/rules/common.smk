@@ -28,7 +28,7 @@ VARIANT = PLAN.variant
 # Student training mode: "head" (a head on cached frozen features) or "full" (end-to-end
 # fine-tuning from the decoded-image cache). The same rules run both and write the same files;
 # the mode picks their inputs (student_images) and implementation (leaf.student.stages).
-STUDENT_MODE = config["student"].get("mode", "head")
+STUDENT_MODE = config["student"]["mode"]
 # Short side (px) of the decoded-image cache of full mode.
 CACHE_SHORT_SIDE = config["student"]["full"]["cache_short_side"]
 # How many GPUs a job needs is a fact of what it runs (an MLLM, a fine-tuned backbone), so the

@@ -55,8 +55,8 @@ rule split:
     params:
         test_fraction=lambda wc: split_config(wc)["test_fraction"],
         seed=lambda wc: split_config(wc)["seed"],
-        group_by=lambda wc: split_config(wc).get("group_by"),
-        official_column=lambda wc: split_config(wc).get("official_column"),
+        group_by=lambda wc: split_config(wc)["group_by"],
+        official_column=lambda wc: split_config(wc)["official_column"],
     script:
         "../scripts/split.py"
 

@@ -21,11 +21,11 @@ rule features:
     threads: 2
     params:
         backbone=lambda wc: wc.backbone,
-        weights=config["student"]["weights"],
-        image_size=config["student"].get("image_size"),
-        crop_pct=config["student"].get("crop_pct"),
-        batch_size=config["student"]["feature_batch_size"],
-        pooling=config["student"].get("pooling", "center_crop"),
+        weights=lookup(dpath="student/weights", within=config),
+        image_size=lookup(dpath="student/image_size", within=config),
+        crop_pct=lookup(dpath="student/crop_pct", within=config),
+        batch_size=lookup(dpath="student/feature_batch_size", within=config),
+        pooling=lookup(dpath="student/pooling", within=config),
     script:
         "../scripts/features.py"
 
@@ -99,6 +99,6 @@ rule calibrate:
         settings=lambda wc: student_settings("calibrate", wc),
         ratio=lambda wc: float(wc.ratio),
         seed=lambda wc: int(wc.seed),
-        calibration=config["calibration"],
+        calibration=lookup(dpath="calibration", within=config),
     script:
         "../scripts/calibrate.py"
