@@ -17,6 +17,10 @@ def single_thread():
     torch.set_num_threads(previous)
 
 
+# Test modules that start in-process vLLM engines.
+ENGINE_TEST_MODULES = ("test_mllm_backends", "test_teacher_presets")
+
+
 def pytest_collection_modifyitems(session, config, items):
     """Run the in-process vLLM engine tests first.
 
@@ -25,4 +29,4 @@ def pytest_collection_modifyitems(session, config, items):
     BRISQUE comparison tests) loads. Workflow runs are unaffected: each teacher job is its own
     process.
     """
-    items.sort(key=lambda item: item.module.__name__ != "test_mllm_backends")
+    items.sort(key=lambda item: item.module.__name__ not in ENGINE_TEST_MODULES)

@@ -20,10 +20,18 @@ pytest.importorskip(
     "vllm", reason="vLLM is not installed (pip install -e '.[vllm]'): MLLM backend tests skipped"
 )
 
-from tiny_vlm import TINY_ENGINE  # noqa: E402
+from tiny_vlm import (  # noqa: E402
+    FIVE_LEVELS,
+    TINY_ENGINE,
+    TOLERANCE,
+    assert_pair_logprobs_match,
+    assert_point_logliks_match,
+    offline_in_process_engine,
+    write_test_images,
+)
 
 from leaf.teacher.backend import Levels, TeacherOutputError  # noqa: E402
-from leaf.teacher.presets import PRESETS, engine_options  # noqa: E402
+from leaf.teacher.presets import INTERNVL_TILES, PRESETS, engine_options  # noqa: E402
 from leaf.teacher.prompts import (  # noqa: E402
     ModelProcessors,
     PromptTemplates,
@@ -37,17 +45,13 @@ from leaf.teacher.tokens import (  # noqa: E402
     token_logprobs,
 )
 
-FIVE_LEVELS = Levels(("Excellent", "Good", "Fair", "Poor", "Bad"), (5.0, 4.0, 3.0, 2.0, 1.0))
-TOLERANCE = 1e-4
 ENGINE = {**TINY_ENGINE, "batch_size": 4}
 IMAGE_SIZES = [(40, 60), (64, 64), (90, 50), (112, 112), (30, 30), (80, 120)]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _offline_in_process_engine():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    with offline_in_process_engine():
         yield
 
 
@@ -60,19 +64,7 @@ def tiny_model(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def image_paths(tmp_path_factory) -> list[str]:
-    from PIL import Image
-
-    rng = np.random.default_rng(7)
-    folder = tmp_path_factory.mktemp("images")
-    paths = []
-    for index, (height, width) in enumerate(IMAGE_SIZES):
-        ramp = np.linspace(0, 255, width)[None, :, None] * rng.uniform(0.2, 1.0, size=(1, 1, 3))
-        noise = rng.normal(0, 10 + 15 * index, size=(height, width, 3))
-        pixels = np.clip(ramp + noise, 0, 255).astype(np.uint8)
-        path = folder / f"img{index}.png"
-        Image.fromarray(pixels).save(path)
-        paths.append(str(path))
-    return paths
+    return write_test_images(tmp_path_factory.mktemp("images"), IMAGE_SIZES)
 
 
 @pytest.fixture(scope="module")
@@ -118,24 +110,11 @@ def _log_softmax(rows: np.ndarray) -> np.ndarray:
 
 
 def test_point_logliks_match_transformers(vllm_teacher, hf_teacher, image_paths):
-    reference = hf_teacher.point_logliks(image_paths)
-    result = vllm_teacher.point_logliks(image_paths)
-    assert result.shape == (len(image_paths), len(FIVE_LEVELS.words))
-    assert np.isfinite(result).all() and (result < 0).all()
-    assert np.abs(result - reference).max() < TOLERANCE
-    # The images matter: different images give different judgments.
-    assert np.ptp(result, axis=0).max() > 1e-3
+    assert_point_logliks_match(vllm_teacher, hf_teacher, image_paths)
 
 
 def test_pair_logprobs_match_transformers(vllm_teacher, hf_teacher, image_paths):
-    first, second = _pairs(image_paths)
-    reference = hf_teacher.pair_logprobs(first, second)
-    result = vllm_teacher.pair_logprobs(first, second)
-    assert result.shape == (len(first), 2)
-    assert np.isfinite(result).all()
-    assert np.abs(result - reference).max() < TOLERANCE
-    swapped = vllm_teacher.pair_logprobs(second, first)
-    assert not np.allclose(swapped, result)  # the order of the two images is seen
+    assert_pair_logprobs_match(vllm_teacher, hf_teacher, *_pairs(image_paths))
 
 
 def test_one_generate_call_per_batch(vllm_teacher, image_paths, monkeypatch):
@@ -313,7 +292,9 @@ def test_engine_options_merge_defaults_preset_and_explicit():
     assert options["model"] == "Qwen/Qwen3-VL-8B-Instruct"
     assert options["dtype"] == "bfloat16" and options["max_num_seqs"] == 8
     assert options["enforce_eager"] is False  # None keeps the default
-    assert PRESETS["internvl3_5_8b"]["trust_remote_code"] is True
+    # No preset runs code downloaded with the checkpoint, or needs a string image placeholder.
+    for content in PRESETS.values():
+        assert not content.get("trust_remote_code") and content.get("image_placeholder") is None
     with pytest.raises(KeyError, match="unknown vLLM preset"):
         engine_options("no_such_preset")
     with pytest.raises(ValueError, match="needs a model"):
@@ -332,5 +313,8 @@ def test_presets_are_valid_vllm_engine_arguments(name):
     engine_fields = {field.name for field in dataclasses.fields(vllm.EngineArgs)}
     assert set(kwargs) <= engine_fields, set(kwargs) - engine_fields
     assert kwargs["model"] == PRESETS[name]["model"] and kwargs["dtype"] == "bfloat16"
-    if name == "qwen3_vl_8b":
+    if name.startswith("qwen3_vl"):
         assert kwargs["mm_processor_kwargs"] == {"min_pixels": 65536, "max_pixels": 1310720}
+    if name.startswith("internvl3_5"):
+        assert kwargs["model"].endswith("-HF")  # the transformers-format checkpoint
+        assert kwargs["mm_processor_kwargs"] == INTERNVL_TILES

@@ -349,7 +349,7 @@ JUDGMENT_CHANGES = {
     "dtype": "float16",
     "max_pixels": 640 * 32 * 32,
     "min_pixels": 32 * 32 * 32,
-    "mm_processor_kwargs": {"max_dynamic_patch": 6},
+    "mm_processor_kwargs": {"max_patches": 6},
     "logprob_mode": "allowed_token_ids",
     "model": "Qwen/Qwen3-VL-32B-Instruct",
 }

@@ -15,8 +15,9 @@ Rendering goes through the model's OWN chat template (:func:`render_prompt`):
    tokenizer's) ``apply_chat_template(..., add_generation_prompt=True)``, which inserts the model's
    own image placeholder (e.g. Qwen's ``<|vision_start|><|image_pad|><|vision_end|>``);
 2. or, when ``image_placeholder`` is given (models whose chat template only takes string content,
-   e.g. InternVL's ``<image>``), the markers are replaced by that placeholder and the user text is
-   rendered as one string message;
+   e.g. remote-code checkpoints such as InternVL's original ``<image>`` format; no preset needs
+   it), the markers are replaced by that placeholder and the user text is rendered as one string
+   message;
 3. the pre-filled assistant text is appended verbatim.
 
 The exact final text and its sha256 are recorded in the cache provenance.
@@ -144,8 +145,9 @@ def render_prompt(
 
     With ``image_placeholder=None`` the images are structured content parts and the chat template
     inserts the model's placeholder; when the source knows its image token (``image_token``,
-    e.g. Qwen processors) the rendered text must contain it once per image. With a placeholder
-    string the markers are replaced by it and the message content is one string.
+    e.g. the Qwen and InternVL processors) the rendered text must contain it once per image.
+    With a placeholder string the markers are replaced by it and the message content is one
+    string.
     """
     if not _has_chat_template(chat_source):
         raise ValueError(
@@ -189,7 +191,7 @@ class ModelProcessors:
     @property
     def chat_source(self) -> Any:
         """The processor when it has a chat template (it knows the image placeholders), else the
-        tokenizer (e.g. InternVL's remote-code checkpoints: no processor, string-content template).
+        tokenizer (e.g. remote-code checkpoints without a processor and a string-content template).
         """
         return self.processor if _has_chat_template(self.processor) else self.tokenizer
 
@@ -223,7 +225,7 @@ def image_processor_kwargs(
     """Image preprocessing options given to the model's processor by every backend.
 
     ``min_pixels``/``max_pixels`` are the Qwen-VL family's resize limits; ``extra`` holds any
-    other processor option (e.g. InternVL's ``max_dynamic_patch``).
+    other processor option (e.g. InternVL's tiling: ``crop_to_patches``, ``max_patches``).
     """
     kwargs = dict(extra or {})
     if min_pixels is not None:
