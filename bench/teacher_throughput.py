@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import numpy as np  # noqa: E402
 
 from leaf.machine import machine_description  # noqa: E402
-from leaf.teacher.backend import Levels  # noqa: E402
+from leaf.teacher.levels import Levels  # noqa: E402
 
 LEVELS = Levels(("Excellent", "Good", "Fair", "Poor", "Bad"), (5.0, 4.0, 3.0, 2.0, 1.0))
 

@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 
 from leaf.teacher import brisque_backend as bb
-from leaf.teacher.backend import Levels
 from leaf.teacher.brisque_backend import (
     BrisqueSVR,
     BrisqueTeacher,
@@ -19,7 +18,7 @@ from leaf.teacher.brisque_backend import (
     quality_logliks,
     quality_pair_logprobs,
 )
-from leaf.teacher.levels import expected_score, level_probabilities, pair_probability
+from leaf.teacher.levels import Levels, expected_score, level_probabilities, pair_probability
 
 LEVELS = Levels(("Excellent", "Good", "Fair", "Poor", "Bad"), (5.0, 4.0, 3.0, 2.0, 1.0))
 AGIQA_IMAGE = (

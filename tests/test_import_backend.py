@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from leaf.teacher.backend import Levels, TeacherOutputError
+from leaf.teacher.backend import TeacherOutputError
 from leaf.teacher.cache import read_cache
 from leaf.teacher.factory import make_backend
 from leaf.teacher.import_backend import (
@@ -21,6 +21,7 @@ from leaf.teacher.import_backend import (
     read_logits_json,
     read_qbench_json,
 )
+from leaf.teacher.levels import Levels
 from leaf.teacher.steps import teacher_points_step
 
 FIXTURES = Path(__file__).parent / "fixtures" / "qbench"

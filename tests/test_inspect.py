@@ -11,8 +11,8 @@ from scipy import stats
 
 from leaf.cli import main
 from leaf.inspect_cache import text_histogram
-from leaf.teacher.backend import Levels
 from leaf.teacher.cache import write_pairs_cache, write_points_cache
+from leaf.teacher.levels import Levels
 
 LEVELS = Levels(("Excellent", "Good", "Fair", "Poor", "Bad"), (5.0, 4.0, 3.0, 2.0, 1.0))
 

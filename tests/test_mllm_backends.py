@@ -30,8 +30,10 @@ from tiny_vlm import (  # noqa: E402
     write_test_images,
 )
 
-from leaf.teacher.backend import Levels, TeacherOutputError  # noqa: E402
+from leaf.teacher.backend import TeacherOutputError  # noqa: E402
+from leaf.teacher.levels import Levels  # noqa: E402
 from leaf.teacher.presets import INTERNVL_TILES, PRESETS, engine_options  # noqa: E402
+from leaf.teacher.prompted import token_logprobs  # noqa: E402
 from leaf.teacher.prompts import (  # noqa: E402
     ModelProcessors,
     PromptTemplates,
@@ -42,7 +44,6 @@ from leaf.teacher.tokens import (  # noqa: E402
     TokenResolutionError,
     resolve_word,
     resolve_words,
-    token_logprobs,
 )
 
 ENGINE = {**TINY_ENGINE, "batch_size": 4}

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from leaf.teacher import cache
-from leaf.teacher.backend import Levels, TeacherOutputError
+from leaf.teacher.backend import TeacherOutputError
 from leaf.teacher.brisque_backend import BrisqueTeacher
 from leaf.teacher.cache import (
     filter_pairs,
@@ -23,6 +23,7 @@ from leaf.teacher.cache import (
 )
 from leaf.teacher.factory import judgment_config, make_backend, speed_options, teacher_hash
 from leaf.teacher.import_backend import ImportedTeacher
+from leaf.teacher.levels import Levels
 from leaf.teacher.steps import (
     merge_pairs_step,
     merge_points_step,

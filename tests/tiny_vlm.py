@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from leaf.teacher.backend import Levels
+from leaf.teacher.levels import Levels
 from leaf.teacher.prompts import IMAGE_MARKER, PromptTemplates
 from leaf.torch_compat import ensure_torchvision_importable
 

@@ -47,8 +47,8 @@ from skimage.color import rgb2gray
 from tqdm import tqdm
 
 from leaf.images import read_rgb
-from leaf.teacher.backend import Levels
 from leaf.teacher.cache import COUNTS_KEY
+from leaf.teacher.levels import Levels
 
 log = logging.getLogger(__name__)
 

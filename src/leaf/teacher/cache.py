@@ -28,8 +28,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from leaf.atomic_io import atomic_path
-from leaf.teacher.backend import Levels, TeacherOutputError
+from leaf.teacher.backend import TeacherOutputError
 from leaf.teacher.levels import (
+    Levels,
     expected_score,
     level_probabilities,
     pair_confidence,

@@ -7,8 +7,8 @@ The teacher config looks like::
       levels: {words: [Excellent, Good, Fair, Poor, Bad], values: [5, 4, 3, 2, 1]}
       model: ...                  # MLLM backends (default of <backend>.model)
       prompts: {...}              # MLLM backends
-      brisque: {best: 0, worst: 100, sigma: 0.75, temperature: 0.5, workers: 1}
-      import: {path: ..., format: qbench}
+      brisque: {...}              # options of each backend, read by that backend only
+      import: {...}
       vllm: {...}
       tau: 0.5                    # not part of the hash
       shards: 1                   # not part of the hash
@@ -31,7 +31,8 @@ import importlib
 from typing import Any
 
 from leaf.hashing import HASH_LENGTH, canonical_hash
-from leaf.teacher.backend import Levels, TeacherBackend
+from leaf.teacher.backend import TeacherBackend
+from leaf.teacher.levels import Levels
 
 # Top-level keys that define the judgments (besides the selected backend's own options).
 JUDGMENT_KEYS = ("backend", "levels", "model", "prompts", "pairs")

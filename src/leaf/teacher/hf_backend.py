@@ -1,7 +1,7 @@
 """Teacher backend on plain transformers: for users without vLLM, and the reference for vLLM.
 
-Same prompts, same chat template, same decision tokens as :mod:`leaf.teacher.vllm_backend` (both
-build a :class:`~leaf.teacher.tokens.DecisionSetup`). Each batch of ``batch_size`` requests is ONE
+A :class:`~leaf.teacher.prompted.PromptedTeacher`, so its prompts, chat template and decision
+tokens are those of :mod:`leaf.teacher.vllm_backend`. Each batch of ``batch_size`` requests is ONE
 forward pass through the model's processor (left padding, so the decision position is the last
 one in every row); the log-softmax of the last position's logits over the whole vocabulary gives
 the raw log-probabilities of the decision tokens, the quantity vLLM's ``logprob_token_ids``
@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from leaf.teacher.backend import Levels
+from leaf.teacher.levels import Levels
+from leaf.teacher.prompted import DecisionSetup, PromptedTeacher
 from leaf.teacher.prompts import ModelProcessors, PromptTemplates, image_processor_kwargs
-from leaf.teacher.tokens import DecisionSetup, PromptedTeacher
 from leaf.torch_compat import ensure_torchvision_importable
 
 _DTYPES = ("auto", "float32", "float16", "bfloat16")

@@ -29,8 +29,7 @@ is read with the same level words (e.g. Qwen-VL's ``excellent``/``good``/``poor`
 ``good``/``poor``); no weights are fitted, so no label is involved.
 
 Imports have no pair judgments: :meth:`ImportedTeacher.pair_logprobs` raises
-:class:`PointOnlyTeacherError` and the backend sets ``point_only = True``, which the pipeline
-records as ``point_only: true`` in the cache metadata.
+:class:`PointOnlyTeacherError`, and the backend says so with ``point_only = True``.
 """
 
 from __future__ import annotations
@@ -45,9 +44,9 @@ from pathlib import Path, PurePath
 import numpy as np
 import pandas as pd
 
-from leaf.teacher.backend import Levels, TeacherOutputError
+from leaf.teacher.backend import TeacherOutputError
 from leaf.teacher.cache import first_non_finite
-from leaf.teacher.levels import level_probabilities
+from leaf.teacher.levels import Levels, level_probabilities
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,10 @@
-"""The teacher's math: level log-likelihoods -> probabilities -> score; A/B log-probs -> preference.
+"""The teacher's levels and math: level log-likelihoods -> probabilities -> score; A/B log-probs
+-> preference.
 
-Point-wise: softmax over the configured level words' log-likelihoods gives p_k, and the score is
-the expectation sum_k v_k p_k (v = 5..1 for Excellent..Bad by default).
+Levels (:class:`Levels`, config ``teacher.levels``): K >= 2 level words w_k, each worth a value v_k
+(default Excellent..Bad worth 5..1).
+Point-wise: softmax over the level words' log-likelihoods gives p_k, and the score is the
+expectation sum_k v_k p_k.
 Pair-wise: softmax over (logprob_A, logprob_B) gives p_A; the hard target is t_ab = [p_A >= p_B];
 the confidence is omega = 1 - H(p_A)/log 2, which is 0 at p_A = 0.5 and tends to 1 as p_A -> 0 or 1.
 
@@ -17,8 +20,30 @@ omega falls.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.special import expit
+
+
+@dataclass(frozen=True)
+class Levels:
+    """Level words (e.g. Excellent..Bad) and the value each is worth (e.g. 5..1)."""
+
+    words: tuple[str, ...]
+    values: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.words) != len(self.values) or len(self.words) < 2:
+            raise ValueError(
+                f"levels need at least two words and one value per word, got words={self.words} "
+                f"values={self.values}"
+            )
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> Levels:
+        """From ``teacher.levels`` (``{words: [...], values: [...]}``); values become floats."""
+        return cls(tuple(cfg["words"]), tuple(float(v) for v in cfg["values"]))
 
 
 def level_probabilities(logliks: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ Rendering goes through the model's OWN chat template (:func:`render_prompt`):
    message;
 3. the pre-filled assistant text is appended verbatim.
 
-The exact final text and its sha256 are recorded in the cache provenance.
+The result is a :class:`RenderedPrompt`: the exact final text and its sha256.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from leaf.teacher.backend import Levels, TeacherBackend
+from leaf.teacher.backend import TeacherBackend
 from leaf.teacher.cache import (
     COUNTS_KEY,
     PAIRS_KIND,
@@ -27,7 +27,7 @@ from leaf.teacher.cache import (
     write_points_cache,
 )
 from leaf.teacher.factory import make_backend, teacher_hash, teacher_identity
-from leaf.teacher.levels import debiased_pair_logprobs, order_disagreement
+from leaf.teacher.levels import Levels, debiased_pair_logprobs, order_disagreement
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """The production teacher backend: an MLLM served by vLLM's offline engine (``vllm.LLM``).
 
-Every ``point_logliks``/``pair_logprobs`` call sends all its prompts to ONE batched
+A :class:`~leaf.teacher.prompted.PromptedTeacher` whose engine call is ONE batched
 ``llm.generate`` per ``batch_size`` chunk (default 512; a Snakemake shard is one call of the
-backend), never one call per image; vLLM schedules them in its own continuous batches.
+backend), never one call per image; vLLM schedules the prompts in its own continuous batches.
 
 Decision log-probs. ``SamplingParams(max_tokens=1, logprob_token_ids=ids)`` returns the raw
 log-probabilities (log-softmax over the whole vocabulary) of exactly the decision tokens at the
@@ -21,10 +21,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from leaf.teacher.backend import Levels
+from leaf.teacher.levels import Levels
 from leaf.teacher.presets import engine_options
+from leaf.teacher.prompted import DecisionSetup, PromptedTeacher
 from leaf.teacher.prompts import ModelProcessors, PromptTemplates, image_processor_kwargs
-from leaf.teacher.tokens import DecisionSetup, PromptedTeacher, ResolvedToken
+from leaf.teacher.tokens import ResolvedToken
 from leaf.torch_compat import ensure_torchvision_importable
 
 LOGPROB_TOKEN_IDS = "logprob_token_ids"
