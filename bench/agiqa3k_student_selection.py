@@ -265,7 +265,7 @@ def label_free(x: dict, t: pd.Series, holdout: tuple[list, list], cfg: dict) -> 
     return float(np.mean(values))
 
 
-def select_scores(x, t, train_ids, subsets, cfg, seeds, with_cft=True) -> dict:
+def mean_select_srcc(x, t, train_ids, subsets, cfg, seeds, with_cft=True) -> dict:
     """Mean over seeds of the best-epoch select SRCC (what the workflow's selection sees)."""
     from leaf.student.steps import calibration_subset
 
@@ -359,7 +359,7 @@ def select(args) -> None:
             "label_free": label_free(x, tt, (fit_ids, held_ids), cfg),
         }
         if with_select:
-            row |= select_scores(x, tt, train_ids, subsets, cfg, seeds)
+            row |= mean_select_srcc(x, tt, train_ids, subsets, cfg, seeds)
         row["seconds"] = time.perf_counter() - start
         results.append(row)
         gaps = " ".join(f"{g:+.3f}" for g in row.get("gap10", []))

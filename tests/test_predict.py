@@ -18,10 +18,10 @@ from leaf.cli import main
 from leaf.deploy import (
     ArtifactError,
     build_artifact,
+    chosen_epoch_select_metrics,
     load_artifact,
     pick_best,
     save_artifact,
-    select_score,
 )
 from leaf.predict import errors_path, predict_images
 from leaf.student.backbones import create_backbone
@@ -262,7 +262,7 @@ def test_build_artifact_rejects_a_head_of_the_wrong_width(backbone):
         build_artifact(tiny_head(7), LITE0, backbone, IMAGE_SIZE)
 
 
-def test_select_score_is_read_at_the_chosen_epoch():
+def test_select_metrics_are_read_at_the_chosen_epoch():
     checkpoint = {
         "stage": "calibrate",
         "chosen_epoch": 2,
@@ -272,11 +272,12 @@ def test_select_score_is_read_at_the_chosen_epoch():
             "select_mse": [1.0, 0.6, 0.4, 0.5],
         },
     }
-    assert select_score(checkpoint) == {"select_srcc": 0.7, "select_mse": 0.4}
-    assert select_score({"stage": "distill", "chosen_epoch": 3})["select_srcc"] is None
+    assert chosen_epoch_select_metrics(checkpoint) == {"select_srcc": 0.7, "select_mse": 0.4}
+    distilled = {"stage": "distill", "chosen_epoch": 3}
+    assert chosen_epoch_select_metrics(distilled)["select_srcc"] is None
 
 
-def test_best_is_chosen_by_held_out_select_score_never_test():
+def test_best_is_chosen_by_select_part_srcc_never_test():
     candidates = [
         {"stage": "calibrate", "ratio": 0.1, "seed": 0, "select_srcc": 0.60, "select_mse": 0.2,
          "test_srcc": 0.99},

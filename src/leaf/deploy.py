@@ -27,8 +27,8 @@ skipped when equal) and a centre crop of ``image_size``
 (:class:`leaf.student.full.EvalTransform`).
 
 Workflow steps: :func:`deploy_step` (rule ``deploy``: one artifact per seed and ratio) and
-:func:`deploy_best_step` (rule ``deploy_best``: the candidate with the best score on the
-held-out *select* part of its MOS subset, never a test score).
+:func:`deploy_best_step` (rule ``deploy_best``: the candidate with the best SRCC on the
+*select part* of its MOS subset, never a test score; docs/design.md defines the parts).
 """
 
 from __future__ import annotations
@@ -137,9 +137,10 @@ def transform_of(preprocess: dict[str, Any]) -> Callable[[Image.Image], torch.Te
     return build_transform(preprocess, int(preprocess["image_size"]), int(preprocess["resize"]))
 
 
-def select_score(checkpoint: dict[str, Any]) -> dict[str, float | None]:
-    """Held-out select-part scores (select_srcc, select_mse) of a calibrate checkpoint at its
-    chosen epoch, read from its training history; None for a distilled checkpoint."""
+def chosen_epoch_select_metrics(checkpoint: dict[str, Any]) -> dict[str, float | None]:
+    """``{"select_srcc", "select_mse"}``: the select-part SRCC and MSE (standardised MOS units) of
+    a calibrate checkpoint at its chosen epoch, read from its training history (not recomputed);
+    both None for a distilled checkpoint or when the history lacks the chosen epoch."""
     history = checkpoint.get("history") or {}
     epochs = list(history.get("epoch", []))
     chosen = checkpoint.get("chosen_epoch")
@@ -333,7 +334,7 @@ def deploy_step(
         "config": run_config,
         "stage": checkpoint.get("stage"),
         "chosen_epoch": checkpoint.get("chosen_epoch"),
-        **select_score(checkpoint),
+        **chosen_epoch_select_metrics(checkpoint),
         **{key: checkpoint[key] for key in ("n_fit", "n_select", "n_images") if key in checkpoint},
         "checkpoint": Path(model).name,
     }
@@ -378,9 +379,10 @@ def _selection_key(provenance: dict[str, Any]) -> tuple[float, float]:
 
 
 def pick_best(candidates: Sequence[dict[str, Any]]) -> int:
-    """Index of the best candidate provenance by held-out select score (SRCC on the select part
-    of its MOS subset, ties to the lower select MSE, then to the earlier candidate). Only
-    calibrated candidates with a select score qualify; test scores are never looked at."""
+    """Index of the best candidate provenance by its select-part SRCC (``select_srcc``; ties to
+    the lower ``select_mse``, then to the earlier candidate). Only calibrated candidates (ratio >
+    0) with a select-part SRCC qualify; test scores are never looked at. Raises
+    :class:`ArtifactError` when none qualifies."""
     eligible = [
         index
         for index, provenance in enumerate(candidates)
@@ -390,7 +392,7 @@ def pick_best(candidates: Sequence[dict[str, Any]]) -> int:
     ]
     if not eligible:
         raise ArtifactError(
-            "no calibrated candidate (ratio > 0) has a held-out select score to choose by"
+            "no calibrated candidate (ratio > 0) has a select-part SRCC to choose by"
         )
     return max(eligible, key=lambda index: (_selection_key(candidates[index]), -index))
 

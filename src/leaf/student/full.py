@@ -81,7 +81,7 @@ from leaf.student.train import (
     least_squares_affine,
     pair_agreement,
     predict,
-    select_part_scores,
+    select_part_metrics,
     shuffled_batches,
 )
 from leaf.torch_compat import ensure_torchvision_importable
@@ -530,9 +530,9 @@ def calibrate_full(
         raise ValueError("calibrate_full needs a non-empty fit subset and matching MOS lengths")
     device = precision.device
 
-    def select_score(model: FullStudent) -> dict:
+    def evaluate_select_part(model: FullStudent) -> dict:
         features = embed_cached(model, inputs, select_rows, batch_size, precision)
-        return select_part_scores(_cpu_copy(model.head), torch.from_numpy(features), select_y)
+        return select_part_metrics(_cpu_copy(model.head), torch.from_numpy(features), select_y)
 
     with deterministic(seed) as generator:
         head = CalibratedHead(_cpu_copy(distilled.head))
@@ -550,7 +550,7 @@ def calibrate_full(
         scaler = precision.scaler()
         steps = max(1, math.ceil(len(fit_rows) / batch_size))
         selector = EpochSelector()
-        selector.record(model, 0, math.nan, select_score(model))
+        selector.record(model, 0, math.nan, evaluate_select_part(model))
         for epoch in range(1, epochs + 1):
             model.train()
             losses = []
@@ -573,8 +573,8 @@ def calibrate_full(
                             standardised=True,
                         )
                     )
-            score = select_score(model)
-            selector.record(model, epoch, float(np.mean(losses)), score)
+            metrics = evaluate_select_part(model)
+            selector.record(model, epoch, float(np.mean(losses)), metrics)
 
     chosen_epoch, frame = selector.finish(model, len(fit_rows), len(select_rows))
     return model.cpu().eval(), chosen_epoch, frame

@@ -7,9 +7,10 @@ weights. Shuffling uses a generator seeded with ``seed``, dropout the global gen
 Checkpoint selection:
 
 * stage 1 has no labels, so it keeps the **last epoch** (label-free selection);
-* stage 2 scores the held-out ``select`` part of the MOS subset after every epoch, including
-  epoch 0 (the least-squares mapped head before fine-tuning), and keeps the best by SRCC, ties
-  broken by the lower MSE. With fewer than 3 ``select`` images it keeps the last epoch.
+* stage 2 evaluates the model on the select part of the MOS subset (:func:`select_part_metrics`,
+  see docs/design.md) after every epoch, including epoch 0 (the least-squares mapped head before
+  fine-tuning), and keeps the best by SRCC, ties broken by the lower MSE. With fewer than 3
+  ``select`` images it keeps the last epoch.
 """
 
 from __future__ import annotations
@@ -188,8 +189,9 @@ def least_squares_affine(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(slope), float(intercept)
 
 
-def select_part_scores(model: CalibratedHead, features: torch.Tensor, mos: torch.Tensor) -> dict:
-    """SRCC, PLCC and standardised-unit MSE of ``model`` on a held-out part."""
+def select_part_metrics(model: CalibratedHead, features: torch.Tensor, mos: torch.Tensor) -> dict:
+    """``{"select_srcc", "select_plcc", "select_mse"}`` of ``model`` on the select part: SRCC and
+    PLCC of its predictions (n,) against ``mos`` (n,), and their MSE in standardised MOS units."""
     predicted = predict(model, features)
     standardised = (predicted - float(model.mos_mean)) / float(model.mos_std)
     target = model.standardise_mos(mos).numpy()
@@ -205,9 +207,9 @@ def _is_better(candidate: dict, best: dict | None) -> bool:
     if best is None:
         return True
 
-    def key(score: dict) -> tuple[float, float]:
-        value = score["select_srcc"]
-        return (-math.inf if math.isnan(value) else value, -score["select_mse"])
+    def key(metrics: dict) -> tuple[float, float]:
+        value = metrics["select_srcc"]
+        return (-math.inf if math.isnan(value) else value, -metrics["select_mse"])
 
     return key(candidate) > key(best)
 
@@ -215,7 +217,8 @@ def _is_better(candidate: dict, best: dict | None) -> bool:
 class EpochSelector:
     """Checkpoint selection on the held-out select part: keeps the best epoch's weights.
 
-    ``record`` every epoch (epoch 0 = before fine-tuning) with its select score; ``finish``
+    ``record`` every epoch (epoch 0 = before fine-tuning) with its :func:`select_part_metrics`;
+    ``finish``
     restores the best state (or keeps the last epoch when fewer than ``MIN_SELECT_IMAGES``
     select images exist) and returns (chosen_epoch, history frame).
     """
@@ -225,14 +228,14 @@ class EpochSelector:
     def __init__(self) -> None:
         self.history: list[dict] = []
         self.best_state: dict | None = None
-        self.best_score: dict | None = None
+        self.best_metrics: dict | None = None
         self.chosen_epoch = 0
 
-    def record(self, model: torch.nn.Module, epoch: int, loss: float, score: dict) -> None:
-        self.history.append({"epoch": epoch, "loss": loss, **score})
-        if _is_better(score, self.best_score):
+    def record(self, model: torch.nn.Module, epoch: int, loss: float, metrics: dict) -> None:
+        self.history.append({"epoch": epoch, "loss": loss, **metrics})
+        if _is_better(metrics, self.best_metrics):
             self.best_state = copy.deepcopy(model.state_dict())
-            self.best_score, self.chosen_epoch = score, epoch
+            self.best_metrics, self.chosen_epoch = metrics, epoch
 
     def finish(self, model: torch.nn.Module, n_fit: int, n_select: int) -> tuple[int, pd.DataFrame]:
         if n_select < MIN_SELECT_IMAGES:
@@ -301,7 +304,7 @@ def calibrate_head(
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         steps = max(1, math.ceil(len(fit_x) / batch_size))
         selector = EpochSelector()
-        selector.record(model, 0, math.nan, select_part_scores(model, select_x, select_y))
+        selector.record(model, 0, math.nan, select_part_metrics(model, select_x, select_y))
         for epoch in range(1, epochs + 1):
             model.train()
             losses = []
@@ -315,8 +318,8 @@ def calibrate_head(
                 loss.backward()
                 optimizer.step()
                 losses.append(float(loss.detach()))
-            score = select_part_scores(model, select_x, select_y)
-            selector.record(model, epoch, float(np.mean(losses)), score)
+            metrics = select_part_metrics(model, select_x, select_y)
+            selector.record(model, epoch, float(np.mean(losses)), metrics)
 
     chosen_epoch, frame = selector.finish(model, len(fit_x), len(select_x))
     return model.eval(), chosen_epoch, frame
