@@ -24,7 +24,7 @@ full-mode student (:mod:`leaf.student.full`, backbone fine-tuned end to end) tak
 weights from its checkpoint and the preprocessing of ``evaluate_full``: the image cache's decoding
 (short side ``cache_short_side``, bicubic), then short side ``resize`` (bilinear, antialiased;
 skipped when equal) and a centre crop of ``image_size``
-(:class:`leaf.student.full.EvalTransform`).
+(:class:`leaf.student.eval_inputs.EvalTransform`).
 
 Workflow steps: :func:`deploy_step` (rule ``deploy``: one artifact per seed and ratio) and
 :func:`deploy_best_step` (rule ``deploy_best``: the candidate with the best score on the
@@ -48,6 +48,7 @@ from leaf.atomic_io import torch_save_atomic
 from leaf.hashing import canonical_hash, plain
 from leaf.metrics import finite_or_none
 from leaf.student.backbones import create_backbone, timm_module
+from leaf.student.eval_inputs import EvalTransform, artifact_preprocess
 from leaf.student.features import (
     POOLING_MODES,
     build_transform,
@@ -57,7 +58,6 @@ from leaf.student.features import (
     pooling_transform,
     variable_size,
 )
-from leaf.student.full import EvalTransform, artifact_preprocess
 from leaf.student.heads import CalibratedHead, head_from_checkpoint
 from leaf.student.stages import STUDENT_MODES
 
@@ -186,8 +186,8 @@ def build_artifact(
     were extracted with (:func:`leaf.student.features.eval_settings` of ``image_size`` and
     ``crop_pct``, None: the backbone's own; ``resize`` and ``pooling``) unless a
     ``preprocess`` section is given (a full-mode student's:
-    :func:`leaf.student.full.artifact_preprocess`). ``mos_range`` is [min, max] of the MOS the
-    head was calibrated on (its ``score_range``; None when unknown).
+    :func:`leaf.student.eval_inputs.artifact_preprocess`). ``mos_range`` is [min, max] of the MOS
+    the head was calibrated on (its ``score_range``; None when unknown).
     """
     if pooling not in POOLING_MODES:
         raise ArtifactError(f"pooling {pooling!r} is not supported (supported: {POOLING_MODES})")
