@@ -10,8 +10,9 @@ weights_only=True)`` reads it)::
     preprocess: {image_size, resize, interpolation, mean, std, crop, pooling}
                 (full mode adds mode: "full", cache_short_side, cache_interpolation)
     calibration: {scale: "mos" | "teacher", mos_mean, mos_std}
-    provenance: {dataset, mode, teacher_hash, teacher_backend, ratio, seed, config_hash, config,
-                 stage, chosen_epoch, select_srcc, select_mse, n_fit, n_select, versions, ...}
+    provenance: {dataset, mode, teacher_hash, teacher_backend, teacher {name, backend, model},
+                 ratio, seed, config_hash, config, stage, chosen_epoch, select_srcc,
+                 select_mse, n_fit, n_select, versions, selection (best only), ...}
 
 :func:`load_artifact` rebuilds a :class:`StudentModel`: a module mapping a batch of preprocessed
 images (the output of :meth:`StudentModel.transform`) to one score per image, on the calibrated
@@ -301,10 +302,13 @@ def deploy_step(
     pooling: str = "center_crop",
     crop_pct: float | None = None,
     threads: int = 1,
+    teacher: dict[str, Any] | None = None,
 ) -> None:
     """Rule ``deploy``: the artifact of one student checkpoint (calibrated, or distilled for
     ratio 0) with its provenance. ``run_config`` is the part of the run's config that defines the
-    student (stored, and hashed into ``config_hash`` by :func:`canonical_hash`).
+    student (stored, and hashed into ``config_hash`` by :func:`canonical_hash`); ``teacher``
+    (name, backend, model: :attr:`leaf.experiments.Teacher.description`) is stored as
+    ``provenance["teacher"]`` for the model card (:mod:`leaf.model_card`).
 
     A head-mode checkpoint holds the head only: the backbone is ``weights`` and the preprocessing
     comes from ``image_size`` and ``pooling``. A full-mode checkpoint (``mode: "full"``) holds
@@ -327,6 +331,7 @@ def deploy_step(
         "mode": mode,
         "teacher_hash": teacher_hash,
         "teacher_backend": teacher_backend,
+        "teacher": dict(teacher) if teacher else None,
         "ratio": float(ratio),
         "seed": int(seed),
         "config_hash": canonical_hash(run_config),
