@@ -16,6 +16,7 @@ TORCH := torch==2.13.0 torchvision==0.28.0
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
+# [test]: the workflow, ONNX export and BRISQUE extras plus the test tools (pyproject.toml).
 $(VENV)/.leaf-installed: $(BIN)/activate pyproject.toml
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[test]'

@@ -12,8 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
+import leaf
 from leaf.deploy import ArtifactError, deploy_step, load_artifact, read_artifact
 from leaf.export import export_model
+from leaf.model_card import export_model_folder
 from leaf.predict import predict_images
 from leaf.scoring import onnx_metadata
 from leaf.student.backbones import create_backbone
@@ -54,6 +56,7 @@ DEPLOY = {
     "run_config": {"student": {"mode": "full", "full": FULL}},
     "pooling": "center_crop",
     "threads": 1,
+    "teacher": {"name": "BRISQUE", "backend": "brisque", "model": None},
 }
 
 
@@ -214,6 +217,19 @@ def test_full_mode_artifact_records_its_recipe_and_provenance(artifact, checkpoi
     assert (provenance["select_srcc"], provenance["select_mse"]) == (0.6, 0.7)
     assert (provenance["n_fit"], provenance["n_select"]) == (5, 3)
     assert provenance["checkpoint"] == "calibrate.pt"
+    assert provenance["teacher"] == {"name": "BRISQUE", "backend": "brisque", "model": None}
+
+
+def test_full_mode_model_folder_scores_like_its_artifact(images, artifact, tmp_path):
+    """`leaf export --format hf` of a full-mode student: the folder holds the fine-tuned backbone
+    and the two-resize recipe, so leaf.create_metric scores files exactly as the artifact."""
+    written = export_model_folder(artifact, tmp_path / "hf")
+    paths = sorted(str(p) for p in images["folder"].iterdir() if p.suffix in (".png", ".jpg"))
+    expected = leaf.create_metric(artifact, device="cpu")(paths).numpy()
+    scores = leaf.create_metric(written.weights.parent, device="cpu")(paths).numpy()
+    assert len(paths) == 7 and expected.std() > 0.1
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-6)
+    assert "full mode" in written.card.read_text()
 
 
 @pytest.mark.skipif(not bf16_autocast_supported(), reason="CPU without native bf16")

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 from test_predict import LITE0, PROVENANCE, tiny_artifact
 
 from leaf.deploy import ArtifactError, load_artifact
@@ -21,7 +22,7 @@ from leaf.export import (
     verify_exports,
 )
 from leaf.predict import predict_images
-from leaf.scoring import onnx_metadata, onnx_scorer
+from leaf.scoring import INPUT_CONVENTION, onnx_metadata, onnx_scorer, unit_range
 from leaf.student.backbones import create_backbone
 
 
@@ -47,7 +48,8 @@ def test_export_round_trip_within_tolerance(exported):
     batch = torch.stack([transform(img) for img in synthetic_images(3, seed=7)])
     with torch.inference_mode():
         reference = student(batch).numpy()
-        scripted = torch.jit.load(str(out_dir / "tiny.torchscript.pt"))(batch).numpy()
+        scripted = torch.jit.load(str(out_dir / "tiny.torchscript.pt"))
+        scripted = scripted(unit_range(batch, student.preprocess)).numpy()  # takes [0, 1]
     onnx_scores = onnx_scorer(out_dir / "tiny.onnx", student)(batch)
     assert reference.std() > 0.1  # distinct scores, not a constant
     np.testing.assert_allclose(scripted, reference, rtol=0, atol=1e-4)
@@ -56,9 +58,53 @@ def test_export_round_trip_within_tolerance(exported):
     metadata = onnx_metadata(out_dir / "tiny.onnx")
     assert metadata["provenance"]["config_hash"] == PROVENANCE["config_hash"]
     assert metadata["preprocess"] == student.preprocess
+    assert metadata["input"] == INPUT_CONVENTION
     sidecar = json.loads((out_dir / "tiny.export.json").read_text())
     assert sidecar["input"]["shape"] == ["batch", 3, 64, 64]
+    assert sidecar["input"]["pixels"] == "rgb01"
     assert sidecar["calibration"]["scale"] == "mos"
+
+
+def center_crop_pixels(image: Image.Image, resize: int, size: int) -> np.ndarray:
+    """An ONNX user's input, written from the recorded recipe with PIL and numpy only: short side
+    to ``resize``, long side int(resize * long / short) (bicubic; torchvision's Resize), centre
+    crop ``size`` (torchvision's rounding), RGB / 255, (3, H, W)."""
+    width, height = image.size
+    long_side = int(resize * max(width, height) / min(width, height))
+    new = (resize, long_side) if width <= height else (long_side, resize)
+    resized = image.convert("RGB").resize(new, Image.Resampling.BICUBIC)
+    top = int(round((new[1] - size) / 2.0))
+    left = int(round((new[0] - size) / 2.0))
+    crop = resized.crop((left, top, left + size, top + size))
+    return (np.asarray(crop, dtype=np.float32) / 255).transpose(2, 0, 1)
+
+
+def test_onnx_takes_rgb_in_unit_range(exported):
+    """The normalisation is inside the ONNX graph: an ONNX Runtime user who only resizes, crops
+    and scales to [0, 1] gets the PyTorch scores; the old normalised input does not."""
+    import onnxruntime as ort
+
+    artifact, out_dir, _ = exported
+    student = load_artifact(artifact)
+    preprocess = student.preprocess
+    images = synthetic_images(4, seed=11)
+    pixels = np.stack(
+        [
+            center_crop_pixels(image, preprocess["resize"], preprocess["image_size"])
+            for image in images
+        ]
+    )
+    assert pixels.min() >= 0 and pixels.max() <= 1
+    session = ort.InferenceSession(str(out_dir / "tiny.onnx"), providers=["CPUExecutionProvider"])
+    (name,) = [entry.name for entry in session.get_inputs()]
+    onnx_scores = session.run(None, {name: pixels})[0]
+    transform = student.transform()
+    with torch.inference_mode():
+        reference = student(torch.stack([transform(image) for image in images])).numpy()
+    assert reference.std() > 0.1
+    np.testing.assert_allclose(onnx_scores, reference, rtol=0, atol=1e-4)
+    normalised = (pixels - 0.5) / 0.5  # the mean/std of this backbone: what PyTorch sees
+    assert not np.allclose(session.run(None, {name: normalised})[0], reference, atol=1e-2)
 
 
 def test_a_mismatching_export_fails_loudly(exported):
@@ -87,6 +133,21 @@ def test_predict_with_onnx_runtime_matches_pytorch(exported, tmp_path):
     a, b = pd.read_parquet(torch_run.output), pd.read_parquet(onnx_run.output)
     assert a["path"].tolist() == b["path"].tolist()
     np.testing.assert_allclose(b["score"], a["score"], rtol=0, atol=1e-4)
+
+
+def test_onnx_without_its_input_convention_is_refused(exported, tmp_path):
+    """An export that does not record its [0, 1] input (an earlier LEAF's took normalised
+    inputs) is not fed guessed inputs."""
+    import onnx
+
+    _, out_dir, _ = exported
+    proto = onnx.load(str(out_dir / "tiny.onnx"))
+    kept = [entry for entry in proto.metadata_props if entry.key != "leaf.input"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    onnx.save(proto, str(tmp_path / "old.onnx"))
+    with pytest.raises(ArtifactError, match="takes RGB in"):
+        onnx_scorer(tmp_path / "old.onnx")
 
 
 def test_onnx_of_another_model_is_refused(exported, tmp_path):

@@ -202,3 +202,34 @@ def test_student_side_changes_run_no_teacher_job(finished_run, change):
 def test_teacher_changes_rerun_the_teacher(finished_run, override):
     jobs = planned_jobs(finished_run, configfiles=_override(finished_run, "teach", override))
     assert {"teacher_point", "teacher_pair"} <= set(jobs)
+
+
+def test_model_folder_reports_the_chosen_runs_test_scores(finished_run):
+    """The target next to best.leaf.pt: its model folder, whose card reports the test SRCC/PLCC
+    of the chosen run from that run's evaluation file, and which scores as best.leaf.pt."""
+    import leaf
+
+    snakemake(finished_run, "results/demo/deploy/best-hf/README.md", configfiles=[E2E_CONFIG])
+    deploy = finished_run / "results" / "demo" / "deploy"
+    provenance = json.loads((deploy / "best-hf" / "config.json").read_text())["provenance"]
+    assert provenance["selection"]["chosen"] and provenance["teacher"]["name"] == "BRISQUE"
+    plan = e2e_plan()
+    evaluation = plan.eval_file(
+        "demo",
+        plan.backbone,
+        plan.teacher.hash,
+        plan.variant,
+        provenance["seed"],
+        provenance["ratio"],
+    )
+    metrics = json.loads((finished_run / evaluation).read_text())
+    card = (deploy / "best-hf" / "README.md").read_text()
+    assert f"| Test SRCC | {metrics['srcc']:.4f} |" in card
+    assert f"| Test PLCC (raw) | {metrics['plcc']:.4f} |" in card
+    assert "model-index:" in card
+    image = sorted((finished_run / "resources" / "demo").rglob("*.png"))[0]
+    scores = [
+        leaf.create_metric(deploy / name, device="cpu")(image).item()
+        for name in ("best.leaf.pt", "best-hf")
+    ]
+    assert scores[0] == scores[1]

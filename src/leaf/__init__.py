@@ -9,8 +9,9 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 
 def create_metric(path, device=None):
-    """A deployed student as a no-reference IQA metric: see :func:`leaf.api.create_metric`
-    (imported on first use, so that ``import leaf`` stays light)."""
+    """A deployed student (a ``*.leaf.pt`` artifact or its model folder) as a no-reference IQA
+    metric: see :func:`leaf.api.create_metric` (imported on first use, so that ``import leaf``
+    stays light)."""
     from leaf.api import create_metric as create
 
     return create(path, device)

@@ -3,11 +3,13 @@
     import leaf
 
     metric = leaf.create_metric("results/demo/deploy/best.leaf.pt")   # CUDA when available
+    metric = leaf.create_metric("results/demo/deploy/best-hf")        # or its model folder
     scores = metric(["a.jpg", "b.png"])      # tensor (2,), on the calibrated MOS scale
     metric.lower_better, metric.score_range, metric.metric_mode   # False, (min, max), "NR"
 
-:func:`create_metric` (alias :func:`load_model`) wraps a deployed student artifact
-(:mod:`leaf.deploy`, both student modes) in :class:`LeafMetric`, a ``torch.nn.Module`` that
+:func:`create_metric` (alias :func:`load_model`) wraps a deployed student, a ``*.leaf.pt``
+artifact (:mod:`leaf.deploy`) or its model folder (:mod:`leaf.model_folder`), both student
+modes, in :class:`LeafMetric`, a ``torch.nn.Module`` that
 takes an image path, a PIL image, a list of them, or a float tensor in [0, 1] of shape
 (N, 3, H, W) and applies the artifact's own preprocessing, so its scores equal ``leaf predict``'s
 for the same files. Tensors are taken as 8-bit RGB images (rounded to steps of 1/255) and
@@ -25,8 +27,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from leaf.deploy import StudentModel, load_artifact
+from leaf.deploy import StudentModel
 from leaf.images import to_rgb
+from leaf.model_folder import load_student
 from leaf.scoring import read_image, score_by_shape
 
 ImageInput = str | Path | Image.Image
@@ -101,10 +104,11 @@ class LeafMetric(nn.Module):
 
 
 def create_metric(path: str | Path, device: str | torch.device | None = None) -> LeafMetric:
-    """The deployed student at ``path`` (a ``*.leaf.pt`` artifact) as a :class:`LeafMetric`, on
-    ``device`` (default: CUDA when available, else the CPU). Raises
-    :class:`leaf.deploy.ArtifactError` for a file that is not a LEAF artifact."""
-    return LeafMetric(load_artifact(path), device)
+    """The deployed student at ``path`` (a ``*.leaf.pt`` artifact or a model folder written by
+    ``leaf export --format hf``) as a :class:`LeafMetric`, on ``device`` (default: CUDA when
+    available, else the CPU). Raises :class:`leaf.deploy.ArtifactError` for anything that is
+    not a LEAF student."""
+    return LeafMetric(load_student(path), device)
 
 
 load_model = create_metric

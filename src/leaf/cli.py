@@ -2,10 +2,11 @@
 
 - ``leaf inspect <cache.parquet> [--manifest manifest.parquet] [--tau 0.5]``: summarise a teacher
   cache (see :mod:`leaf.inspect_cache`).
-- ``leaf predict --model <artifact.leaf.pt> <folder | paths.csv | glob> -o scores.parquet``: score
-  new images with a deployed student (see :mod:`leaf.predict`).
-- ``leaf export --model <artifact.leaf.pt> --out-dir DIR``: TorchScript and ONNX exports, checked
-  against PyTorch (see :mod:`leaf.export`).
+- ``leaf predict --model <artifact.leaf.pt | model folder> <folder | paths.csv | glob> -o
+  scores.parquet``: score new images with a deployed student (see :mod:`leaf.predict`).
+- ``leaf export --model <artifact.leaf.pt> DIR``: TorchScript and ONNX exports, checked against
+  PyTorch (see :mod:`leaf.export`); ``--format hf``: a model folder with model.safetensors,
+  config.json and a README.md model card (see :mod:`leaf.model_card`).
 
 Add a subcommand by writing an ``_add_<name>(subparsers)`` function that registers its parser
 with ``set_defaults(run=<function taking the parsed args, returning an exit code>)``.
@@ -22,7 +23,12 @@ from leaf import __version__
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
-    from leaf.inspect_cache import inspect_cache
+    from leaf.optional import missing_extra
+
+    try:
+        from leaf.inspect_cache import inspect_cache
+    except ImportError as error:  # pandas and pyarrow: the workflow's
+        raise missing_extra("leaf inspect", "workflow", error) from error
 
     print(inspect_cache(args.cache, manifest=args.manifest, tau=args.tau))
     return 0
@@ -85,7 +91,9 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
         "Images are streamed in batches; unreadable files are skipped, summarised on stderr and "
         "listed in <output>.errors.csv.",
     )
-    parser.add_argument("--model", required=True, help="student artifact (*.leaf.pt)")
+    parser.add_argument(
+        "--model", required=True, help="student artifact (*.leaf.pt) or its model folder"
+    )
     parser.add_argument(
         "source", help="a folder (searched recursively), a CSV of paths (column 'path') or a glob"
     )
@@ -110,23 +118,52 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
+    out_dir = args.out_dir or args.out_dir_arg
+    if not out_dir or (args.out_dir and args.out_dir_arg and args.out_dir != args.out_dir_arg):
+        raise ValueError("give one output folder (OUT_DIR or --out-dir)")
+    if args.format == "hf":
+        from leaf.model_card import run_model_folder_export
+
+        return run_model_folder_export(args.model, out_dir, args.metrics, args.license)
     from leaf.export import run_export
 
     return run_export(
-        args.model, args.out_dir, images=args.images, tolerance=args.tolerance, threads=args.threads
+        args.model, out_dir, images=args.images, tolerance=args.tolerance, threads=args.threads
     )
 
 
 def _add_export(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="export a student artifact to TorchScript and ONNX (numerically checked)",
-        description="Writes <name>.torchscript.pt, <name>.onnx and <name>.export.json into "
-        "--out-dir, reloads both exports (ONNX Runtime on CPU) and fails (exit code 2) unless "
-        "they give PyTorch's scores within --tolerance.",
+        help="export a student to TorchScript and ONNX, or as a model folder (--format hf)",
+        description="--format onnx (default): writes <name>.torchscript.pt, <name>.onnx and "
+        "<name>.export.json, reloads both exports (ONNX Runtime on CPU) and fails (exit code 2) "
+        "unless they give PyTorch's scores within --tolerance; both take RGB in [0, 1]. "
+        "--format hf: writes model.safetensors, config.json and a README.md model card (test "
+        "SRCC/PLCC from --metrics or the run's evaluation file next to the artifact, licences, "
+        "intended use), reloads the folder and fails unless it scores as the artifact.",
     )
     parser.add_argument("--model", required=True, help="student artifact (*.leaf.pt)")
-    parser.add_argument("--out-dir", required=True, help="folder for the exported files")
+    parser.add_argument("out_dir_arg", nargs="?", metavar="OUT_DIR", help="output folder")
+    parser.add_argument("--out-dir", default=None, help="output folder (same as OUT_DIR)")
+    parser.add_argument(
+        "--format",
+        choices=("onnx", "hf"),
+        default="onnx",
+        help="onnx: TorchScript + ONNX files; hf: a Hugging Face-style model folder",
+    )
+    parser.add_argument(
+        "--metrics",
+        default=None,
+        metavar="EVAL.json",
+        help="hf: the run's test metrics (rule evaluate's JSON; default: found next to the "
+        "artifact in its results folder, else the card says 'not available')",
+    )
+    parser.add_argument(
+        "--license",
+        default="other",
+        help="hf: licence id of the exported weights for the card (default: other)",
+    )
     parser.add_argument(
         "--images",
         default=None,
@@ -162,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, ImportError) as error:
         print(f"leaf {args.command}: {error}", file=sys.stderr)
         return 1
 

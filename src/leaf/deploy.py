@@ -10,8 +10,9 @@ weights_only=True)`` reads it)::
     preprocess: {image_size, resize, interpolation, mean, std, crop, pooling}
                 (full mode adds mode: "full", cache_short_side, cache_interpolation)
     calibration: {scale: "mos" | "teacher", mos_mean, mos_std}
-    provenance: {dataset, mode, teacher_hash, teacher_backend, ratio, seed, config_hash, config,
-                 stage, chosen_epoch, select_srcc, select_mse, n_fit, n_select, versions, ...}
+    provenance: {dataset, mode, teacher_hash, teacher_backend, teacher {name, backend, model},
+                 ratio, seed, config_hash, config, stage, chosen_epoch, select_srcc,
+                 select_mse, n_fit, n_select, versions, selection (best only), ...}
 
 :func:`load_artifact` rebuilds a :class:`StudentModel`: a module mapping a batch of preprocessed
 images (the output of :meth:`StudentModel.transform`) to one score per image, on the calibrated
@@ -24,7 +25,7 @@ full-mode student (:mod:`leaf.student.full`, backbone fine-tuned end to end) tak
 weights from its checkpoint and the preprocessing of ``evaluate_full``: the image cache's decoding
 (short side ``cache_short_side``, bicubic), then short side ``resize`` (bilinear, antialiased;
 skipped when equal) and a centre crop of ``image_size``
-(:class:`leaf.student.full.EvalTransform`).
+(:class:`leaf.student.eval_inputs.EvalTransform`).
 
 Workflow steps: :func:`deploy_step` (rule ``deploy``: one artifact per seed and ratio) and
 :func:`deploy_best_step` (rule ``deploy_best``: the candidate with the best SRCC on the
@@ -48,6 +49,7 @@ from leaf.atomic_io import torch_save_atomic
 from leaf.hashing import canonical_hash, plain
 from leaf.metrics import finite_or_none
 from leaf.student.backbones import create_backbone, timm_module
+from leaf.student.eval_inputs import EvalTransform, artifact_preprocess
 from leaf.student.features import (
     POOLING_MODES,
     build_transform,
@@ -57,7 +59,6 @@ from leaf.student.features import (
     pooling_transform,
     variable_size,
 )
-from leaf.student.full import EvalTransform, artifact_preprocess
 from leaf.student.heads import CalibratedHead, head_from_checkpoint
 from leaf.student.stages import STUDENT_MODES
 
@@ -187,8 +188,8 @@ def build_artifact(
     were extracted with (:func:`leaf.student.features.eval_settings` of ``image_size`` and
     ``crop_pct``, None: the backbone's own; ``resize`` and ``pooling``) unless a
     ``preprocess`` section is given (a full-mode student's:
-    :func:`leaf.student.full.artifact_preprocess`). ``mos_range`` is [min, max] of the MOS the
-    head was calibrated on (its ``score_range``; None when unknown).
+    :func:`leaf.student.eval_inputs.artifact_preprocess`). ``mos_range`` is [min, max] of the MOS
+    the head was calibrated on (its ``score_range``; None when unknown).
     """
     if pooling not in POOLING_MODES:
         raise ArtifactError(f"pooling {pooling!r} is not supported (supported: {POOLING_MODES})")
@@ -302,10 +303,13 @@ def deploy_step(
     pooling: str = "center_crop",
     crop_pct: float | None = None,
     threads: int = 1,
+    teacher: dict[str, Any] | None = None,
 ) -> None:
     """Rule ``deploy``: the artifact of one student checkpoint (calibrated, or distilled for
     ratio 0) with its provenance. ``run_config`` is the part of the run's config that defines the
-    student (stored, and hashed into ``config_hash`` by :func:`canonical_hash`).
+    student (stored, and hashed into ``config_hash`` by :func:`canonical_hash`); ``teacher``
+    (name, backend, model: :attr:`leaf.experiments.Teacher.description`) is stored as
+    ``provenance["teacher"]`` for the model card (:mod:`leaf.model_card`).
 
     A head-mode checkpoint holds the head only: the backbone is ``weights`` and the preprocessing
     comes from ``image_size`` and ``pooling``. A full-mode checkpoint (``mode: "full"``) holds
@@ -328,6 +332,7 @@ def deploy_step(
         "mode": mode,
         "teacher_hash": teacher_hash,
         "teacher_backend": teacher_backend,
+        "teacher": dict(teacher) if teacher else None,
         "ratio": float(ratio),
         "seed": int(seed),
         "config_hash": canonical_hash(run_config),

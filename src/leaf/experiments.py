@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from leaf.config_checks import ConfigError, teacher_sections
-from leaf.teacher.factory import speed_options, teacher_hash
+from leaf.teacher.factory import speed_options, teacher_hash, teacher_model
 
 # Stage-1 flag -> the term's name in a variant (ω-weighting only matters with the pair term).
 VARIANT_TERMS = (("use_point", "point"), ("use_pair", "pair"), ("use_omega", "conf"))
@@ -79,6 +79,15 @@ def ratio_label(ratio: float | str) -> str:
     return f"{float(ratio):g}"
 
 
+def run_eval_file(results, dataset, backbone, teacher_hash, variant, seed, ratio) -> str:
+    """The test metrics JSON of one LEAF run under the results folder ``results`` (written by
+    rule ``evaluate``, :func:`leaf.student.steps.write_evaluation`)."""
+    return (
+        f"{results}/{dataset}/eval/{backbone}/{teacher_hash}/{variant}/"
+        f"seed{seed}_ratio{ratio_label(ratio)}.json"
+    )
+
+
 def percent(ratio: float | str) -> str:
     """A MOS ratio as a percentage label, e.g. 0.05 -> '5'."""
     return f"{float(ratio) * 100:g}"
@@ -110,6 +119,16 @@ class Teacher:
     @property
     def has_pairs(self) -> bool:
         return self.config["backend"] not in POINT_ONLY_BACKENDS
+
+    @property
+    def description(self) -> dict:
+        """Name, backend and model (:func:`leaf.teacher.factory.teacher_model`): what a deployed
+        student records of its teacher, for its model card."""
+        return {
+            "name": self.name,
+            "backend": self.config["backend"],
+            "model": teacher_model(self.config),
+        }
 
 
 def configured_teachers(config: dict) -> dict[str, Teacher]:
@@ -187,10 +206,7 @@ class Plan:
         return f"{folder}/calibrated_seed{seed}_ratio{ratio_label(ratio)}.pt"
 
     def eval_file(self, dataset, backbone, teacher_hash, variant, seed, ratio) -> str:
-        return (
-            f"{self.results}/{dataset}/eval/{backbone}/{teacher_hash}/{variant}/"
-            f"seed{seed}_ratio{ratio_label(ratio)}.json"
-        )
+        return run_eval_file(self.results, dataset, backbone, teacher_hash, variant, seed, ratio)
 
     def cft_eval_file(self, dataset: str, backbone: str, seed, ratio) -> str:
         name = f"cft_seed{seed}_ratio{ratio_label(ratio)}.json"

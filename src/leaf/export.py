@@ -5,19 +5,22 @@
 * ``<name>.torchscript.pt``: the traced and frozen model (``torch.jit.load`` it; no LEAF or timm
   needed);
 * ``<name>.onnx``: the ONNX model (``torch.onnx.export(dynamo=True)``, dynamic batch size, and
-  dynamic height and width for ``native_meanmax`` students), input ``images`` (batch, 3, S, S)
-  float32, output ``scores`` (batch,) float32; the artifact's
-  preprocessing, calibration and provenance are stored as JSON in its ``metadata_props``
-  (``leaf.preprocess``, ``leaf.calibration``, ``leaf.provenance``);
+  dynamic height and width for the native-size poolings), input ``images`` (batch, 3, S, S)
+  float32, output ``scores`` (batch,) float32; the artifact's preprocessing, calibration and
+  provenance are stored as JSON in its ``metadata_props`` (``leaf.preprocess``,
+  ``leaf.calibration``, ``leaf.provenance``, and ``leaf.input``: the input convention);
 * ``<name>.export.json``: the same metadata, the file names and the numerical check.
+
+Both exported models take **RGB in [0, 1]** (``pixels / 255``) after the resize and crop recorded
+in ``leaf.preprocess``: the normalisation with its ``mean``/``std`` is part of the exported graph
+(:class:`PixelInputModel`), so ONNX users only resize, crop and scale (see
+:func:`leaf.deploy.transform_of`; a full-mode student's recipe starts with the image cache's
+resize to ``cache_short_side``, see docs/predict.md).
 
 Both exported models are reloaded from disk (ONNX Runtime, CPU provider) and must give the
 PyTorch model's scores on a batch of images within ``tolerance`` (``|Δ| <= tolerance *
 max(1, |score|)``: absolute for scores up to 1, relative above); otherwise the exported files are
-removed and :class:`ExportMismatchError` is raised. The inputs are the images the model sees after
-preprocessing, so a user of the ONNX file must resize, centre-crop and normalise as recorded in
-``leaf.preprocess`` (see :func:`leaf.deploy.transform_of`; a full-mode student's recipe starts
-with the image cache's resize to ``cache_short_side``, see docs/predict.md).
+removed and :class:`ExportMismatchError` is raised.
 """
 
 from __future__ import annotations
@@ -31,15 +34,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from leaf.atomic_io import json_write_atomic
-from leaf.deploy import StudentModel, load_artifact
+from leaf.deploy import StudentModel
+from leaf.model_folder import load_student
+from leaf.optional import optional_import
 from leaf.scoring import (
+    INPUT_CONVENTION,
     METADATA_KEYS,
     chunked,
     iter_image_paths,
     load_batch,
     onnx_scorer,
+    unit_range,
 )
 
 log = logging.getLogger(__name__)
@@ -49,6 +57,22 @@ CHECK_IMAGES = 6
 TRACE_BATCH = 2
 ONNX_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "images", "scores"
+
+
+class PixelInputModel(nn.Module):
+    """``student`` behind its input normalisation: RGB in [0, 1] (batch, 3, H, W), resized and
+    cropped as ``student.preprocess`` records, -> scores (batch,). What the exports contain."""
+
+    def __init__(self, student: StudentModel):
+        super().__init__()
+        self.student = student
+        for name in ("mean", "std"):
+            value = torch.tensor(student.preprocess[name], dtype=torch.float32).view(1, 3, 1, 1)
+            self.register_buffer(name, value)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Scores (batch,) float32 of RGB images in [0, 1] (batch, 3, H, W)."""
+        return self.student((images - self.mean) / self.std)
 
 
 class ExportMismatchError(RuntimeError):
@@ -126,15 +150,17 @@ def scores_differ(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
 
 
 def _export_onnx(student: StudentModel, example: torch.Tensor, path: Path) -> None:
-    """Export ``student`` to ONNX with a dynamic batch size and the LEAF metadata."""
-    import onnx
+    """Export ``student`` (:class:`PixelInputModel`: inputs in [0, 1]) to ONNX with a dynamic
+    batch size and the LEAF metadata; ``example`` is a batch of such inputs."""
+    onnx = optional_import("onnx", "export", "the ONNX export")
+    optional_import("onnxscript", "export", "the ONNX export")
 
     dims = {0: torch.export.Dim("batch", min=1, max=65536)}
     if student.native:  # any image size (slow to export: symbolic shapes through the backbone)
         dims[2] = torch.export.Dim("height", min=32, max=16384)
         dims[3] = torch.export.Dim("width", min=32, max=16384)
     program = torch.onnx.export(
-        student,
+        PixelInputModel(student).eval(),
         (example,),
         input_names=[INPUT_NAME],
         output_names=[OUTPUT_NAME],
@@ -148,6 +174,8 @@ def _export_onnx(student: StudentModel, example: torch.Tensor, path: Path) -> No
     for key in METADATA_KEYS:
         entry = proto.metadata_props.add()
         entry.key, entry.value = f"leaf.{key}", json.dumps(getattr(student, key), sort_keys=True)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "leaf.input", json.dumps(INPUT_CONVENTION, sort_keys=True)
     proto.producer_name = "leaf"
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
@@ -161,12 +189,14 @@ def verify_exports(
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> dict[str, float]:
     """Max |score difference| of the saved TorchScript and ONNX (ONNX Runtime, CPU) models
-    against ``student`` on ``batches``; raises :class:`ExportMismatchError` when one exceeds
-    ``tolerance`` (relative above 1, see :func:`scores_differ`)."""
+    against ``student`` on ``batches`` (preprocessed, normalised: the exports get them in
+    [0, 1], :func:`leaf.scoring.unit_range`); raises :class:`ExportMismatchError` when one
+    exceeds ``tolerance`` (relative above 1, see :func:`scores_differ`)."""
     scripted, onnx_score = torch.jit.load(str(torchscript), map_location="cpu"), onnx_scorer(onnx)
+    pixels = [unit_range(batch, student.preprocess) for batch in batches]
     with torch.inference_mode():
         reference = np.concatenate([student.eval()(batch).numpy() for batch in batches])
-        scores = {"torchscript": np.concatenate([scripted(batch).numpy() for batch in batches])}
+        scores = {"torchscript": np.concatenate([scripted(batch).numpy() for batch in pixels])}
     scores["onnx"] = np.concatenate([onnx_score(batch) for batch in batches])
     deviations = {
         name: float(scores_differ(reference, value).max()) for name, value in scores.items()
@@ -189,7 +219,7 @@ def export_model(
 ) -> ExportReport:
     """Export the artifact ``model`` to TorchScript and ONNX in ``out_dir`` and check both
     against PyTorch on ``n_check`` images (see the module docstring); returns the report."""
-    student = load_artifact(model).eval()
+    student = load_student(model).eval()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = artifact_stem(model)
@@ -199,9 +229,10 @@ def export_model(
         "metadata": out_dir / f"{stem}.export.json",
     }
     batches = check_batches(student, images, n_check)
-    example = batches[0][:TRACE_BATCH]
+    example = unit_range(batches[0][:TRACE_BATCH], student.preprocess)
     with torch.no_grad():
-        traced = torch.jit.freeze(torch.jit.trace(student, example, check_trace=False))
+        traced = torch.jit.trace(PixelInputModel(student).eval(), example, check_trace=False)
+        traced = torch.jit.freeze(traced)
     torch.jit.save(traced, str(paths["torchscript"]))
     _export_onnx(student, example, paths["onnx"])
 
@@ -225,7 +256,11 @@ def export_model(
     json_write_atomic(
         {
             "artifact": Path(model).name,
-            "input": {"name": INPUT_NAME, "shape": ["batch", *student.input_size]},
+            "input": {
+                "name": INPUT_NAME,
+                "shape": ["batch", *student.input_size],
+                **INPUT_CONVENTION,
+            },
             "output": {"name": OUTPUT_NAME, "shape": ["batch"]},
             **{key: getattr(student, key) for key in METADATA_KEYS},
             "check": asdict(report),

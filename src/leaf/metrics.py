@@ -10,7 +10,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy import optimize, stats
 
 
 def _clean_pairs(pred: np.ndarray, mos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -34,6 +33,8 @@ def srcc(pred: np.ndarray, mos: np.ndarray) -> float:
     pred, mos = _clean_pairs(pred, mos)
     if _is_degenerate(pred, mos):
         return float("nan")
+    from scipy import stats  # imported on first use: scoring never needs scipy
+
     return float(stats.spearmanr(pred, mos).statistic)
 
 
@@ -42,6 +43,8 @@ def plcc(pred: np.ndarray, mos: np.ndarray) -> float:
     pred, mos = _clean_pairs(pred, mos)
     if _is_degenerate(pred, mos):
         return float("nan")
+    from scipy import stats
+
     return float(stats.pearsonr(pred, mos).statistic)
 
 
@@ -67,6 +70,8 @@ def fit_logistic(pred: np.ndarray, mos: np.ndarray) -> np.ndarray | None:
     pred, mos = _clean_pairs(pred, mos)
     if pred.size < 5 or _is_degenerate(pred, mos):
         return None
+    from scipy import optimize
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", optimize.OptimizeWarning)

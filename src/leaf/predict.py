@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
 from leaf.atomic_io import atomic_path, atomic_target
-from leaf.deploy import load_artifact
+from leaf.model_folder import load_student
+from leaf.optional import optional_import
 from leaf.scoring import (
     iter_batches,
     iter_image_paths,
@@ -66,6 +65,18 @@ class ScoreWriter:
         self.tmp = atomic_target(self.path)
         self.csv = self.path.suffix.lower() == ".csv"
         self.constants = {name: provenance.get(name) for name in PROVENANCE_COLUMNS}
+        self.names = ["path", "score", *PROVENANCE_COLUMNS]
+        self.rows = 0
+        self._pending: list = []
+        self._pending_rows = 0
+        if self.csv:
+            self._handle = open(self.tmp, "w", newline="")
+            self._csv = csv.writer(self._handle)
+            self._csv.writerow(self.names)
+            return
+        # Parquet needs pyarrow (the [workflow] extra); CSV output needs nothing more.
+        self._pa = optional_import("pyarrow", "workflow", "Parquet output (use a .csv name)")
+        pa = self._pa
         self.schema = pa.schema(
             [
                 ("path", pa.string()),
@@ -78,15 +89,8 @@ class ScoreWriter:
                 ("config_hash", pa.string()),
             ]
         )
-        self.rows = 0
-        self._pending: list[pa.RecordBatch] = []
-        self._pending_rows = 0
-        if self.csv:
-            self._handle = open(self.tmp, "w", newline="")
-            self._csv = csv.writer(self._handle)
-            self._csv.writerow(self.schema.names)
-        else:
-            self._parquet = pq.ParquetWriter(self.tmp, self.schema)
+        self._parquet = optional_import("pyarrow.parquet", "workflow", "Parquet output")
+        self._parquet = self._parquet.ParquetWriter(self.tmp, self.schema)
 
     def write(self, paths: list[str], scores: np.ndarray) -> None:
         """Append one batch of rows."""
@@ -102,14 +106,15 @@ class ScoreWriter:
             return
         columns = {"path": paths, "score": np.asarray(scores, dtype=np.float64)}
         columns.update({name: [value] * len(paths) for name, value in self.constants.items()})
-        self._pending.append(pa.RecordBatch.from_pydict(columns, schema=self.schema))
+        self._pending.append(self._pa.RecordBatch.from_pydict(columns, schema=self.schema))
         self._pending_rows += len(paths)
         if self._pending_rows >= ROW_GROUP_ROWS:
             self._flush()
 
     def _flush(self) -> None:
         if self._pending:
-            self._parquet.write_table(pa.Table.from_batches(self._pending, schema=self.schema))
+            table = self._pa.Table.from_batches(self._pending, schema=self.schema)
+            self._parquet.write_table(table)
             self._pending, self._pending_rows = [], 0
 
     def close(self) -> None:
@@ -205,7 +210,7 @@ def predict_images(
         raise ValueError(f"batch size must be positive, got {batch_size}")
     if threads:
         torch.set_num_threads(threads)
-    student = load_artifact(model)
+    student = load_student(model)
     if onnx is not None:
         if bf16:
             raise ValueError("--bf16 applies to PyTorch only; the ONNX model runs in float32")

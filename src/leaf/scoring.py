@@ -29,6 +29,7 @@ from PIL import Image
 
 from leaf.deploy import ArtifactError, StudentModel
 from leaf.images import read_rgb
+from leaf.optional import optional_import
 from leaf.student.features import bf16_autocast_supported
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,12 @@ def iter_image_paths(source: str | Path) -> Iterator[Path]:
 
 
 METADATA_KEYS = ("preprocess", "calibration", "provenance")
+# What an exported model (leaf export) takes, stored as its ONNX metadata "leaf.input".
+INPUT_CONVENTION = {
+    "pixels": "rgb01",
+    "description": "RGB in [0, 1] (pixels / 255) after the resize and crop of leaf.preprocess; "
+    "the normalisation with its mean and std is inside the model",
+}
 
 
 # Provenance fields an ONNX file must share with the artifact it is run beside.
@@ -133,43 +140,67 @@ def score_by_shape(scorer: Scorer, tensors: list[torch.Tensor]) -> np.ndarray:
     return scores
 
 
-def onnx_metadata(path: str | Path) -> dict[str, Any]:
-    """The LEAF metadata (preprocess, calibration, provenance) stored in an exported ONNX
-    file, decoded from JSON (empty sections when absent)."""
-    import onnx
+def unit_range(batch: torch.Tensor, preprocess: dict[str, Any]) -> torch.Tensor:
+    """Normalised model inputs (batch, 3, H, W) back to RGB in [0, 1]: ``x * std + mean`` with
+    the ``preprocess`` section's mean and std (what the exported models take)."""
+    mean = torch.tensor(preprocess["mean"], dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(preprocess["std"], dtype=torch.float32).view(1, 3, 1, 1)
+    return batch.float() * std + mean
 
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    return {key: json.loads(props.get(f"leaf.{key}", "{}")) for key in METADATA_KEYS}
+
+def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
+    """The LEAF sections (preprocess, calibration, provenance, input) of an exported ONNX
+    model's ``metadata_props`` (key -> JSON text), decoded (empty when absent)."""
+    return {key: json.loads(props.get(f"leaf.{key}", "{}")) for key in (*METADATA_KEYS, "input")}
+
+
+def onnx_metadata(path: str | Path) -> dict[str, Any]:
+    """The LEAF metadata (preprocess, calibration, provenance, input) stored in an exported
+    ONNX file, decoded from JSON (empty sections when absent). Needs the ``onnx`` package."""
+    onnx = optional_import("onnx", "export", "reading ONNX metadata")
+    model = onnx.load(str(path), load_external_data=False)
+    return decode_metadata({p.key: p.value for p in model.metadata_props})
 
 
 def onnx_scorer(
     path: str | Path, student: StudentModel | None = None, threads: int | None = None
 ) -> Scorer:
-    """Batch (n, 3, H, W) -> scores (n,) through ONNX Runtime (CPU) on the ONNX file ``path``.
+    """Batch (n, 3, H, W) of preprocessed, normalised inputs (the model's transform, like the
+    other scorers) -> scores (n,) through ONNX Runtime (CPU) on the ONNX file ``path``, which
+    takes RGB in [0, 1] (metadata ``leaf.input``, :data:`INPUT_CONVENTION`): the batch is mapped
+    back with :func:`unit_range`. An export without that record (an earlier LEAF's, which took
+    normalised inputs) raises :class:`leaf.deploy.ArtifactError`.
 
     With ``student`` the file's provenance must match the artifact's (same dataset, backbone,
     teacher, ratio, seed and config hash), so the preprocessing used is the right one.
     """
-    import onnxruntime as ort
-
-    if student is not None:
-        stored = onnx_metadata(path)["provenance"]
-        mismatched = [
-            key for key in IDENTITY_KEYS if stored.get(key) != student.provenance.get(key)
-        ]
-        if mismatched:
-            raise ArtifactError(
-                f"{path} was not exported from this model artifact (differs in {mismatched})"
-            )
+    ort = optional_import("onnxruntime", "export", "running an ONNX model")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
+    stored = decode_metadata(dict(session.get_modelmeta().custom_metadata_map))
+    if student is not None:
+        mismatched = [
+            key
+            for key in IDENTITY_KEYS
+            if stored["provenance"].get(key) != student.provenance.get(key)
+        ]
+        if mismatched:
+            raise ArtifactError(
+                f"{path} was not exported from this model artifact (differs in {mismatched})"
+            )
+    if stored["input"].get("pixels") != INPUT_CONVENTION["pixels"] or not stored["preprocess"]:
+        raise ArtifactError(
+            f"{path} does not record that it takes RGB in [0, 1] (leaf.input) with its "
+            "preprocessing: export it again with this LEAF (leaf export)"
+        )
 
     def score(batch: torch.Tensor) -> np.ndarray:
-        array = batch.detach().float().contiguous().numpy()
+        batch = unit_range(batch.detach(), stored["preprocess"])
+        array = batch.contiguous().numpy()
         return np.asarray(session.run(None, {input_name: array})[0], np.float32).reshape(-1)
 
     return score
@@ -194,7 +225,7 @@ def chunked(items: Iterable[Path], size: int) -> Iterator[list[Path]]:
 def read_image(path: str | Path, transform: Callable[[Image.Image], torch.Tensor]) -> torch.Tensor:
     """The model input of the image file at ``path``: ``transform.read(path)`` when the
     transform decodes files itself (a full-mode student: the image cache's decoding, see
-    :class:`leaf.student.full.EvalTransform`), else ``transform`` of the image in RGB."""
+    :class:`leaf.student.eval_inputs.EvalTransform`), else ``transform`` of the image in RGB."""
     read = getattr(transform, "read", None)
     if read is not None:
         return read(path)

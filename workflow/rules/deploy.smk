@@ -4,11 +4,14 @@
 # Default target of a dataset: results/{dataset}/deploy/best.leaf.pt, the calibrated student
 # (seed, ratio > 0) with the best SRCC on the held-out select part of its MOS subset (the score
 # its calibrate checkpoint kept its epoch by); test scores are never used to choose.
+# Next to it, results/{dataset}/deploy/best-hf/ is the same model as a folder to share
+# (model.safetensors, config.json, README.md model card with its run's test SRCC/PLCC).
 
 
 # Jobs that only gather or merge small files: run where Snakemake runs, not as cluster jobs.
 localrules:
     deploy_best,
+    model_folder,
 
 
 rule deploy:
@@ -34,6 +37,8 @@ rule deploy:
         ratio=lambda wc: float(wc.ratio),
         teacher_hash=TEACHER_HASH,
         teacher_backend=config["teacher"]["backend"],
+        # Name, backend and model of the teacher, recorded for the model card.
+        teacher=PLAN.teacher.description,
         # What defines the student (stored, and hashed into config_hash); the artifact records
         # its own seed and ratio, so `seeds` and calibration.ratios are left out.
         run_config=lambda wc: {
@@ -54,9 +59,7 @@ rule deploy_best:
         # Every calibrated run (seed x ratio > 0) of the configured backbone.
         candidates=lambda wc: [
             f"{RESULTS}/{wc.dataset}/deploy/{BACKBONE}_seed{seed}_ratio{ratio_label(ratio)}.leaf.pt"
-            for seed in config["seeds"]
-            for ratio in config["calibration"]["ratios"]
-            if float(ratio) > 0
+            for seed, ratio in calibrated_runs()
         ],
     output:
         artifact=f"{RESULTS}/{{dataset}}/deploy/best.leaf.pt",
@@ -68,3 +71,28 @@ rule deploy_best:
         "../envs/student.yaml"
     script:
         "../scripts/deploy_best.py"
+
+
+rule model_folder:
+    input:
+        artifact=rules.deploy_best.output.artifact,
+        # The test metrics of every candidate run (as deploy_best's candidates); the card
+        # reports the chosen run's (leaf.model_card.matching_evaluation).
+        evaluations=lambda wc: [
+            PLAN.eval_file(wc.dataset, BACKBONE, TEACHER_HASH, VARIANT, seed, ratio)
+            for seed, ratio in calibrated_runs()
+        ],
+    output:
+        weights=f"{RESULTS}/{{dataset}}/deploy/best-hf/model.safetensors",
+        config=f"{RESULTS}/{{dataset}}/deploy/best-hf/config.json",
+        card=f"{RESULTS}/{{dataset}}/deploy/best-hf/README.md",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/deploy/best-hf.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/deploy/best-hf.tsv"
+    conda:
+        "../envs/student.yaml"
+    params:
+        licence=config["deploy"]["licence"],
+    script:
+        "../scripts/model_folder.py"

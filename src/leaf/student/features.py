@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -423,6 +422,8 @@ def features_step(
     """Rule ``features``: frozen-backbone features of every manifest image, saved with
     ``torch.save`` as {image_ids, features (n, d) float32, backbone, weights, image_size,
     pooling}; ``image_size``/``crop_pct`` None: the backbone's own (:func:`eval_settings`)."""
+    import pandas as pd  # the workflow's (scoring with a deployed student never reads Parquet)
+
     torch.set_num_threads(threads)
     table = pd.read_parquet(manifest, columns=["image_id", "path"])
     model = create_backbone(backbone, weights)

@@ -22,8 +22,9 @@ from the decoded-image cache (:mod:`leaf.student.image_cache`):
   mode (never on test data).
 * the CFT-only baseline (:func:`full_cft_step`): the same stage 2, started from the pretrained
   backbone and a fresh head (:func:`fresh_student`) instead of the stage-1 model.
-* deployment: :class:`EvalTransform` reproduces the evaluation input from an image file (the
-  image cache's decoding, then the evaluation crop), for the artifacts of :mod:`leaf.deploy`.
+* deployment: :class:`leaf.student.eval_inputs.EvalTransform` reproduces the evaluation input
+  from an image file (the image cache's decoding, then the evaluation crop), for the artifacts
+  of :mod:`leaf.deploy`.
 
 Runs are deterministic on CPU for a fixed seed and thread count (all randomness, augmentation
 included, comes from the generators seeded by :func:`~leaf.student.train.deterministic`).
@@ -43,18 +44,23 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from torch import nn
 
 from leaf.atomic_io import torch_save_atomic
 from leaf.metrics import srcc
 from leaf.student.backbones import create_backbone
+from leaf.student.eval_inputs import (
+    eval_crop,
+    normalise,
+    pixel_statistic,
+    pixels_tensor,
+    v2_transforms,
+)
 from leaf.student.features import bf16_autocast_supported, eval_settings
 from leaf.student.heads import (
     CalibratedHead,
@@ -63,7 +69,7 @@ from leaf.student.heads import (
     head_checkpoint,
     head_from_checkpoint,
 )
-from leaf.student.image_cache import ImageCache, decode_resized, short_side_size
+from leaf.student.image_cache import ImageCache
 from leaf.student.losses import calibration_loss, distill_loss
 from leaf.student.steps import (
     calibration_subset,
@@ -84,7 +90,6 @@ from leaf.student.train import (
     select_part_metrics,
     shuffled_batches,
 )
-from leaf.torch_compat import ensure_torchvision_importable
 
 log = logging.getLogger(__name__)
 
@@ -150,42 +155,6 @@ def choose_precision(amp: bool, device: str | torch.device | None = None) -> Pre
     return Precision(device)
 
 
-def _v2():
-    """torchvision's ``transforms.v2`` (made importable beside the CPU torch build)."""
-    ensure_torchvision_importable()
-    from torchvision.transforms import v2
-
-    return v2
-
-
-def pixels_tensor(pixels: np.ndarray) -> torch.Tensor:
-    """uint8 pixels (height, width, 3) -> a (3, height, width) uint8 tensor (a copy with
-    channels-last strides: the fast uint8 resize path)."""
-    return torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(2, 0, 1)
-
-
-def eval_crop(image: torch.Tensor, resize: int, crop: int) -> torch.Tensor:
-    """The evaluation input of a uint8 image (3, h, w): short side resized to ``resize``
-    (bilinear, antialiased; skipped when it already is), then centre-cropped to ``crop``."""
-    v2 = _v2()
-    if min(image.shape[-2:]) != resize:
-        image = v2.functional.resize(
-            image, resize, interpolation=v2.InterpolationMode.BILINEAR, antialias=True
-        )
-    return v2.functional.center_crop(image, [crop, crop])
-
-
-def pixel_statistic(values: tuple[float, ...] | list[float]) -> torch.Tensor:
-    """A per-channel mean or std on the 0-255 pixel scale, shaped (3, 1, 1) (broadcasts over
-    one image or a batch)."""
-    return torch.tensor(values, dtype=torch.float32).view(3, 1, 1) * 255
-
-
-def normalise(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels -> float32 model input, with :func:`pixel_statistic` ``mean`` and ``std``."""
-    return (pixels.float() - mean) / std
-
-
 class CachedInputs:
     """Model inputs cut from the decoded-image cache.
 
@@ -204,7 +173,7 @@ class CachedInputs:
         channels_last: bool = False,
     ):
         self.cache, self.crop, self.resize, self.channels_last = cache, crop, resize, channels_last
-        self._v2 = _v2()
+        self._v2 = v2_transforms()
         self._mean, self._std = pixel_statistic(mean), pixel_statistic(std)
 
     def _image(self, row: int) -> torch.Tensor:
@@ -265,74 +234,6 @@ class CachedInputs:
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch
-
-
-class EvalTransform:
-    """One image -> the model input a full-mode student is evaluated on: the image-cache
-    decoding (:func:`~leaf.student.image_cache.decode_resized`: RGB, short side
-    ``cache_short_side``, bicubic) followed by the evaluation crop of :class:`CachedInputs`
-    (:func:`eval_crop`) and its normalisation, float32 (3, crop, crop).
-
-    Calling it on a PIL image skips the cache's JPEG draft decoding (the image is already
-    decoded); :meth:`read` decodes a file exactly as the image cache does.
-    """
-
-    def __init__(
-        self,
-        cache_short_side: int,
-        resize: int,
-        crop: int,
-        mean: tuple[float, ...] | list[float],
-        std: tuple[float, ...] | list[float],
-    ):
-        self.cache_short_side = int(cache_short_side)
-        self.resize, self.crop = int(resize), int(crop)
-        self._mean, self._std = pixel_statistic(mean), pixel_statistic(std)
-
-    @classmethod
-    def from_artifact(cls, preprocess: dict[str, Any]) -> EvalTransform:
-        """The transform of an artifact ``preprocess`` section made by
-        :func:`artifact_preprocess`."""
-        return cls(
-            preprocess["cache_short_side"],
-            preprocess["resize"],
-            preprocess["image_size"],
-            preprocess["mean"],
-            preprocess["std"],
-        )
-
-    def from_pixels(self, pixels: np.ndarray) -> torch.Tensor:
-        """Cached-size uint8 pixels (height, width, 3) -> the model input."""
-        crop = eval_crop(pixels_tensor(pixels), self.resize, self.crop).contiguous()
-        return normalise(crop, self._mean, self._std)
-
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        size = short_side_size(*image.size, self.cache_short_side)
-        pixels = image.convert("RGB").resize(size, Image.Resampling.BICUBIC)
-        return self.from_pixels(np.asarray(pixels))
-
-    def read(self, path: str | Path) -> torch.Tensor:
-        """The model input of the image file at ``path``, decoded as the image cache does."""
-        return self.from_pixels(decode_resized(path, self.cache_short_side))
-
-
-def artifact_preprocess(preprocess: dict[str, Any]) -> dict[str, Any]:
-    """The ``preprocess`` section of a deployed artifact (:mod:`leaf.deploy`) of a full-mode
-    checkpoint with input settings ``preprocess`` (see :func:`preprocess_of`): the keys of a
-    head-mode artifact (``resize``/``interpolation`` describe the second, evaluation resize) plus
-    ``mode: "full"`` and the image cache's ``cache_short_side``/``cache_interpolation``."""
-    return {
-        "mode": "full",
-        "cache_short_side": int(preprocess["cache_short_side"]),
-        "cache_interpolation": "bicubic",
-        "image_size": int(preprocess["crop"]),
-        "resize": int(preprocess["resize"]),
-        "interpolation": "bilinear",
-        "mean": [float(v) for v in preprocess["mean"]],
-        "std": [float(v) for v in preprocess["std"]],
-        "crop": "center",
-        "pooling": "center_crop",
-    }
 
 
 def embed_cached(

@@ -28,32 +28,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from leaf.atomic_io import atomic_path, write_parquet_atomic
-from leaf.images import oriented_size, read_rgb
+from leaf.images import oriented_size
+from leaf.student.eval_inputs import decode_resized, short_side_size
 
 log = logging.getLogger(__name__)
 
 INDEX_COLUMNS = ["image_id", "offset", "height", "width"]
-
-
-def short_side_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """(width, height) of an image scaled so that its short side is ``short_side``."""
-    if width <= 0 or height <= 0:
-        raise ValueError(f"bad image size {width}x{height}")
-    scale = short_side / min(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def decode_resized(path: str | Path, short_side: int) -> np.ndarray:
-    """The RGB image at ``path`` (:func:`leaf.images.read_rgb`: upright, 8-bit) as uint8
-    (height, width, 3), short side ``short_side``."""
-    size = short_side_size(*oriented_size(path), short_side)
-    image = read_rgb(path, min_size=size)  # JPEG: decoded at a reduced scale still >= size
-    if image.size != size:
-        image = image.resize(size, Image.Resampling.BICUBIC)
-    return np.asarray(image, dtype=np.uint8)
 
 
 def _target_sizes(paths: Sequence[str | Path], short_side: int) -> list[tuple[int, int]]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+from pathlib import Path
 from typing import Any
 
 from leaf.hashing import HASH_LENGTH, canonical_hash
@@ -130,6 +131,21 @@ def teacher_identity(teacher_cfg: dict) -> dict[str, Any]:
     return copy.deepcopy(identity)
 
 
+def teacher_model(teacher_cfg: dict) -> str | None:
+    """What the teacher's judgments come from, for a model card: the MLLM checkpoint of the vllm
+    and transformers backends (a vLLM preset resolved), the file name(s) of imported judgments,
+    None for BRISQUE (a classical metric, no model)."""
+    name = _backend_name(teacher_cfg)
+    options = resolved_options(teacher_cfg)
+    if name in LAZY_BACKENDS:
+        return options.get("model") or teacher_cfg.get("model")
+    if name == "import":
+        paths = options.get("path")
+        paths = paths if isinstance(paths, list) else [paths]
+        return ", ".join(Path(str(path)).name for path in paths if path) or None
+    return None
+
+
 def teacher_hash(teacher_cfg: dict) -> str:
     """Stable 12-hex sha256 of the canonical JSON of :func:`teacher_identity`
     (:func:`leaf.hashing.canonical_hash`)."""
@@ -163,7 +179,12 @@ def make_backend(teacher_cfg: dict, speed: dict | None = None) -> TeacherBackend
     levels = Levels.from_config(teacher_cfg["levels"])
     options = {**_backend_options(teacher_cfg, name), **(speed or {})}
     if name == "brisque":
-        from leaf.teacher.brisque_backend import BrisqueTeacher
+        from leaf.optional import missing_extra
+
+        try:
+            from leaf.teacher.brisque_backend import BrisqueTeacher
+        except ImportError as error:  # brisque, OpenCV, scikit-image
+            raise missing_extra("the BRISQUE teacher", "brisque", error) from error
 
         return BrisqueTeacher(levels, **options)
     if name == "import":
