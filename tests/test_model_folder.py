@@ -216,7 +216,9 @@ def test_licence_tables():
 def test_teacher_model_names_what_the_judgments_come_from():
     levels = {"words": ["good", "poor"], "values": [1, 0]}
     vllm = {"backend": "vllm", "vllm": {"preset": "internvl3_5_8b"}, "levels": levels}
-    assert teacher_model(vllm) == "OpenGVLab/InternVL3_5-8B"
+    assert teacher_model(vllm) == "OpenGVLab/InternVL3_5-8B-HF"  # the preset's checkpoint
+    (licence,) = teacher_licences({"backend": "vllm", "model": teacher_model(vllm)})
+    assert licence.licence == "apache-2.0"
     files = ["../shared/a/qwen2_vl_7b.json", "../shared/a/llava_onevision_7b.json"]
     imported = {"backend": "import", "import": {"path": files}, "levels": levels}
     assert teacher_model(imported) == "qwen2_vl_7b.json, llava_onevision_7b.json"
