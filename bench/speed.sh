@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BASE=${BASE:-1c8263b}
-CURRENT=${CURRENT:-HEAD}
+CURRENT=$(git rev-parse --short "${CURRENT:-HEAD}")  # resolved once: HEAD may move meanwhile
 CORES=${CORES:-$(nproc)}
 PARTS=${PARTS:-demo}
 WORK=$ROOT/bench/.speed
@@ -90,9 +90,9 @@ for part in $PARTS; do
     esac
     echo "== $part: baseline $BASE"
     run_part "$part" baseline "$BASE_DIR" "${base_configs[@]}"
-    echo "== $part: current $(git rev-parse --short "$CURRENT")"
+    echo "== $part: current $CURRENT"
     run_part "$part" current "$CURRENT_DIR" "${current_configs[@]}"
 done
 "$BIN/python" bench/speed_report.py --work "$WORK" --parts $PARTS \
-    --baseline "$BASE" --current "$(git rev-parse --short "$CURRENT")" --cores "$CORES" \
+    --baseline "$BASE" --current "$CURRENT" --cores "$CORES" \
     --out bench/speed.md
