@@ -4,7 +4,7 @@ Measures images/s of full-mode TRAINING steps (forward + backward + AdamW, Effic
 bf16 autocast where the CPU supports it, channels-last, RandomResizedCrop 224 + flip) with
 
 (a) ``cache``: the decoded-image cache (:mod:`leaf.student.image_cache`, short side 256) and
-    the full mode's own input code (:class:`leaf.student.full.CachedInputs`);
+    the full mode's own input code (:class:`leaf.student.finetune_inputs.CachedInputs`);
 (b) ``naive``: a loader that decodes the original files every epoch (PIL open + RGB + the same
     crop from the decoded original, torchvision on PIL);
 (c) ``model``: the training step alone on one preloaded batch (the upper bound).
@@ -31,19 +31,13 @@ import torch
 from PIL import Image
 
 from leaf.student.backbones import create_backbone, preprocess_config
-from leaf.student.full import (
-    CROP_RATIO,
-    CROP_SCALE,
-    CachedInputs,
-    FullStudent,
-    Precision,
-    _on_device,
-    _optimise,
-    choose_precision,
-)
+from leaf.student.finetune import on_device, optimise_step
+from leaf.student.finetune_inputs import CROP_RATIO, CROP_SCALE, CachedInputs
+from leaf.student.finetune_model import FullStudent
 from leaf.student.heads import QualityHead
 from leaf.student.image_cache import ImageCache, build_image_cache
 from leaf.student.losses import point_loss
+from leaf.student.precision import Precision, choose_precision
 from leaf.torch_compat import ensure_torchvision_importable
 
 BACKBONE = "tf_efficientnet_lite0"
@@ -104,7 +98,7 @@ def training_rates(
     backbone = create_backbone(BACKBONE, "package")
     model = FullStudent(backbone, QualityHead(int(backbone.num_features))).train()
     any_loader = next(iter(loaders.values()))
-    model = _on_device(model, any_loader, precision.device)  # type: ignore[arg-type]
+    model = on_device(model, any_loader, precision.device)  # type: ignore[arg-type]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     scaler = precision.scaler()
     target = torch.randn(batch_size)
@@ -117,7 +111,9 @@ def training_rates(
         return np.arange(start, start + batch_size) % n_images
 
     def train_on(batch: torch.Tensor) -> int:
-        _optimise(model, optimizer, scaler, precision, batch, lambda out: point_loss(out, target))
+        optimise_step(
+            model, optimizer, scaler, precision, batch, lambda out: point_loss(out, target)
+        )
         return len(batch)
 
     fixed = any_loader.to_model(any_loader.batch(rows(), generator), precision.device)  # type: ignore[attr-defined]

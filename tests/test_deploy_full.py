@@ -20,12 +20,9 @@ from leaf.predict import predict_images
 from leaf.scoring import onnx_metadata
 from leaf.student.backbones import create_backbone
 from leaf.student.features import bf16_autocast_supported
-from leaf.student.full import (
-    FullStudent,
-    full_checkpoint,
-    full_evaluate_step,
-    preprocess_of,
-)
+from leaf.student.finetune_inputs import preprocess_of
+from leaf.student.finetune_model import FullStudent, full_checkpoint
+from leaf.student.finetune_steps import full_evaluate_step
 from leaf.student.heads import CalibratedHead, QualityHead, head_checkpoint
 from leaf.student.image_cache import image_cache_step
 

@@ -187,7 +187,7 @@ def test_preprocessing_follows_the_backbones_pretrained_data_config():
     paper = eval_settings(lite1, image_size=224, crop_pct=0.875)
     assert (paper["image_size"], paper["resize"]) == (224, 256)
     # The full mode's crop/resize follow the same rule where the config leaves them null.
-    from leaf.student.full import preprocess_of
+    from leaf.student.finetune_inputs import preprocess_of
 
     base = {"cache_short_side": 256}
     assert preprocess_of(lite1, {**base, "crop": None, "resize": None})["crop"] == 240

@@ -12,16 +12,13 @@ from PIL import Image
 from workflow_helpers import ROOT, TEACHER_RULES, planned_jobs, snakemake
 
 from leaf.student.backbones import create_backbone
-from leaf.student.full import (
-    CachedInputs,
-    fresh_student,
+from leaf.student.finetune_inputs import CachedInputs, preprocess_of
+from leaf.student.finetune_model import fresh_student, full_checkpoint, load_full_model
+from leaf.student.finetune_steps import (
     full_calibrate_step,
     full_cft_step,
-    full_checkpoint,
     full_distill_step,
     full_evaluate_step,
-    load_full_model,
-    preprocess_of,
 )
 from leaf.student.image_cache import ImageCache, image_cache_step, short_side_size
 from leaf.student.steps import load_checkpoint

@@ -1,7 +1,7 @@
-"""The evaluation input of a full-mode student, shared by full-mode training
-(:mod:`leaf.student.full`) and deployed artifacts (:mod:`leaf.deploy`): the image cache's
-decoding (:func:`decode_resized`, also used to build the cache), the evaluation resize and centre
-crop of uint8 pixels, and the normalisation.
+"""The evaluation input of a full-mode student, shared by end-to-end fine-tuning
+(:mod:`leaf.student.finetune_inputs`) and deployed artifacts (:mod:`leaf.deploy`): the image
+cache's decoding (:func:`decode_resized`, also used to build the cache), the evaluation resize and
+centre crop of uint8 pixels, and the normalisation.
 
 Light on purpose (numpy, torch, torchvision, PIL): scoring with a deployed full-mode student
 imports this module, never the training code.
@@ -77,7 +77,7 @@ def normalise(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> to
 class EvalTransform:
     """One image -> the model input a full-mode student is evaluated on: the image-cache
     decoding (:func:`decode_resized`: RGB, short side ``cache_short_side``, bicubic) followed by
-    the evaluation crop of :class:`leaf.student.full.CachedInputs`
+    the evaluation crop of :class:`leaf.student.finetune_inputs.CachedInputs`
     (:func:`eval_crop`) and its normalisation, float32 (3, crop, crop).
 
     Calling it on a PIL image skips the cache's JPEG draft decoding (the image is already
@@ -125,10 +125,10 @@ class EvalTransform:
 
 def artifact_preprocess(preprocess: dict[str, Any]) -> dict[str, Any]:
     """The ``preprocess`` section of a deployed artifact (:mod:`leaf.deploy`) of a full-mode
-    checkpoint with input settings ``preprocess`` (see :func:`leaf.student.full.preprocess_of`):
-    the keys of a head-mode artifact (``resize``/``interpolation`` describe the second,
-    evaluation resize) plus ``mode: "full"`` and the image cache's
-    ``cache_short_side``/``cache_interpolation``."""
+    checkpoint with input settings ``preprocess``
+    (see :func:`leaf.student.finetune_inputs.preprocess_of`): the keys of a head-mode artifact
+    (``resize``/``interpolation`` describe the second, evaluation resize) plus ``mode: "full"``
+    and the image cache's ``cache_short_side``/``cache_interpolation``."""
     return {
         "mode": "full",
         "cache_short_side": int(preprocess["cache_short_side"]),

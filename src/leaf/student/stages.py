@@ -7,7 +7,7 @@ implementation runs it:
 * ``head``: a small head over cached frozen-backbone features (:mod:`leaf.student.steps`); the
   rule reads ``features``;
 * ``full``: the backbone fine-tuned end to end (the paper's protocol) from the decoded-image
-  cache (:mod:`leaf.student.full`); the rule reads ``image_cache`` and ``cache_index``.
+  cache (:mod:`leaf.student.finetune_steps`); the rule reads ``image_cache`` and ``cache_index``.
 
 A rule passes ``mode`` and ``settings`` (what :func:`stage_settings` picks from the ``student``
 config section for that mode) next to its named inputs, outputs and params; the step function
@@ -28,13 +28,13 @@ STAGES = ("distill", "calibrate", "calibrate_cft", "evaluate")
 # (stage, mode) -> "module:function" of the implementation, imported only when it runs.
 IMPLEMENTATIONS: dict[tuple[str, str], str] = {
     ("distill", "head"): "leaf.student.steps:distill_step",
-    ("distill", "full"): "leaf.student.full:full_distill_step",
+    ("distill", "full"): "leaf.student.finetune_steps:full_distill_step",
     ("calibrate", "head"): "leaf.student.steps:calibrate_step",
-    ("calibrate", "full"): "leaf.student.full:full_calibrate_step",
+    ("calibrate", "full"): "leaf.student.finetune_steps:full_calibrate_step",
     ("calibrate_cft", "head"): "leaf.student.steps:calibrate_step",
-    ("calibrate_cft", "full"): "leaf.student.full:full_cft_step",
+    ("calibrate_cft", "full"): "leaf.student.finetune_steps:full_cft_step",
     ("evaluate", "head"): "leaf.student.steps:evaluate_step",
-    ("evaluate", "full"): "leaf.student.full:full_evaluate_step",
+    ("evaluate", "full"): "leaf.student.finetune_steps:full_evaluate_step",
 }
 
 # Keys of the `student` section each (stage, mode) reads (besides the rule's own params).
@@ -106,7 +106,7 @@ def light_job(kwargs: dict[str, Any]) -> bool:
 def write_history(model: str, history: str) -> None:
     """The per-epoch training history stored in checkpoint ``model`` as CSV ``history``: one row
     per epoch with the implementation's columns (loss, teacher_srcc, select_srcc, ...; see
-    :mod:`leaf.student.train` and :mod:`leaf.student.full`) and ``chosen`` (the epoch the
+    :mod:`leaf.student.train` and :mod:`leaf.student.finetune`) and ``chosen`` (the epoch the
     checkpoint kept)."""
     import pandas as pd
     import torch
@@ -136,7 +136,8 @@ def _run(stage: str, mode: str, settings: dict, threads: int, named: dict) -> An
 
 def distill_step(mode: str, settings: dict, threads: int = 1, **named: Any) -> Any:
     """Rule ``distill`` (stage 1): :func:`leaf.student.steps.distill_step` (head) or
-    :func:`leaf.student.full.full_distill_step` (full) with the rule's named I/O and params."""
+    :func:`leaf.student.finetune_steps.full_distill_step` (full) with the rule's named I/O and
+    params."""
     return _run("distill", mode, settings, threads, named)
 
 
