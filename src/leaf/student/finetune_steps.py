@@ -86,22 +86,17 @@ def full_distill_step(
         **_training_settings(full, seed),
         **flags,
     )
-    torch_save_atomic(
-        full_checkpoint(
-            student,
-            stage="distill",
-            history=history_records(history),
-            seed=int(seed),
-            backbone=backbone,
-            weights=weights,
-            preprocess=preprocess,
-            full=dict(full),
-            n_images=len(data.image_ids),
-            n_pairs=len(data.index_a),
-            chosen_epoch=int(full["epochs_distill"]),
-            **flags,
-        ),
+    _save(
         model,
+        student,
+        "distill",
+        history,
+        full,
+        {"seed": seed, "backbone": backbone, "weights": weights, "preprocess": preprocess},
+        n_images=len(data.image_ids),
+        n_pairs=len(data.index_a),
+        chosen_epoch=int(full["epochs_distill"]),
+        **flags,
     )
 
 
@@ -138,24 +133,46 @@ def _calibrate_and_save(
         epochs=int(full["epochs_calibrate"]),
         **_training_settings(full, seed),
     )
+    _save(
+        model,
+        calibrated,
+        "calibrate",
+        history,
+        full,
+        {"seed": seed, "backbone": backbone, "weights": weights, "preprocess": preprocess},
+        ratio=float(ratio),
+        distilled=distilled,
+        n_fit=len(fit_ids),
+        n_select=len(select_ids),
+        chosen_epoch=int(chosen_epoch),
+        mos_range=mos_range(fit_mos, select_mos),
+    )
+
+
+def _save(
+    path: str,
+    student: FullStudent,
+    stage: str,
+    history: Any,
+    full: dict,
+    run: dict[str, Any],
+    **entries: Any,
+) -> None:
+    """Write a fine-tuned ``stage`` checkpoint: the student, its history, the run (seed,
+    backbone, weights, preprocess), the ``full`` settings and the stage's own ``entries``."""
     torch_save_atomic(
         full_checkpoint(
-            calibrated,
-            stage="calibrate",
+            student,
+            stage=stage,
             history=history_records(history),
-            seed=int(seed),
-            ratio=float(ratio),
-            backbone=backbone,
-            weights=weights,
-            preprocess=preprocess,
+            seed=int(run["seed"]),
+            backbone=run["backbone"],
+            weights=run["weights"],
+            preprocess=run["preprocess"],
             full=dict(full),
-            distilled=distilled,
-            n_fit=len(fit_ids),
-            n_select=len(select_ids),
-            chosen_epoch=int(chosen_epoch),
-            mos_range=mos_range(fit_mos, select_mos),
+            **entries,
         ),
-        model,
+        path,
     )
 
 
