@@ -24,6 +24,8 @@ TOLERANCE = 1e-6
 GOALS = {("demo", "demo+report"): 0.40, ("agiqa3k", "after_features"): 0.25}
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 N_AGIQA3K = 2982
+# Numeric columns that name a row (matched, not compared).
+ROW_KEYS = ("ratio", "seed")
 
 
 def machine() -> str:
@@ -52,18 +54,21 @@ def times(folder: Path) -> dict[str, float]:
 
 
 def job_seconds(folder: Path) -> pd.DataFrame:
-    """Jobs and summed wall seconds (``s``) per rule, from the Snakemake benchmark files (the
-    rule is the file name's first part, e.g. ``distill_seed0.tsv`` -> distill)."""
+    """Jobs and summed wall seconds (``s``) per rule, from the Snakemake benchmark files; each
+    file's rule is read from the run's Snakemake log (``rule NAME:`` then ``benchmark: PATH``)."""
+    rule_of, rule = {}, None
+    for line in (folder / "snakemake.log").read_text().splitlines():
+        if found := re.match(r"^(?:local)?rule (\w+):", line):
+            rule = found.group(1)
+        elif (found := re.match(r"^\s+benchmark: (\S+)", line)) and rule:
+            rule_of[Path(found.group(1)).name, Path(found.group(1)).parent.name] = rule
     rows = []
     for path in (folder / "benchmarks").rglob("*.tsv"):
-        rule = re.sub(r"_(seed|ratio|short|tf_|ensemble|\d).*$", "", path.stem)
-        rule = re.sub(r"_[0-9a-f]{6,}$", "", rule)
-        seconds = pd.read_csv(path, sep="\t")["s"].iloc[-1]
-        rows.append({"rule": rule, "s": float(seconds)})
+        name = rule_of.get((path.name, path.parent.name), "?")
+        rows.append({"rule": name, "s": float(pd.read_csv(path, sep="\t")["s"].iloc[-1])})
     if not rows:
         return pd.DataFrame(columns=["jobs", "s"])
-    table = pd.DataFrame(rows).groupby("rule")["s"].agg(jobs="count", s="sum")
-    return table
+    return pd.DataFrame(rows).groupby("rule")["s"].agg(jobs="count", s="sum")
 
 
 def compare_tables(baseline: Path, current: Path) -> list[str]:
@@ -75,16 +80,13 @@ def compare_tables(baseline: Path, current: Path) -> list[str]:
             lines.append(f"- {base_file.name}: missing in the current run")
             continue
         base, new = pd.read_csv(base_file), pd.read_csv(current_file)
+        common = [column for column in base.columns if column in new.columns]
         keys = [
             column
-            for column in base.columns
-            if column in new.columns and not pd.api.types.is_numeric_dtype(base[column])
+            for column in common
+            if column in ROW_KEYS or not pd.api.types.is_numeric_dtype(base[column])
         ]
-        numeric = [
-            column
-            for column in base.columns
-            if column in new.columns and pd.api.types.is_numeric_dtype(base[column])
-        ]
+        numeric = [column for column in common if column not in keys]
         if keys:
             merged = base.merge(new, on=keys, suffixes=("_base", "_new"), how="outer")
         else:
