@@ -19,6 +19,7 @@ import pytest
 import yaml
 from workflow_helpers import ROOT, planned_jobs, snakemake, snakemake_command
 
+from leaf.experiments import Plan, merged_config
 from leaf.teacher.cache import read_cache
 
 pytest.importorskip(
@@ -27,7 +28,14 @@ pytest.importorskip(
 pytestmark = pytest.mark.slow
 
 N_SHARDS = 3
-UNTIL = ("--until", "merge_points", "merge_pairs")
+
+
+def merged_caches(configfiles) -> tuple[str, str]:
+    """The main teacher's merged caches in results/demo (the targets: the teacher and no more;
+    `--until merge_points merge_pairs` would stop at the checkpoints that key the cache)."""
+    plan = Plan(merged_config([ROOT / "config" / "config.yaml", *configfiles]))
+    folder = f"{plan.results}/demo/teacher/{plan.teacher.hash}"
+    return f"{folder}/points.parquet", f"{folder}/pairs.parquet"
 
 
 @pytest.fixture
@@ -66,8 +74,10 @@ def _job_logs(workdir):
 def test_killed_teacher_resumes_missing_shards_only(tmp_path, vllm_teacher_config):
     workdir = tmp_path / "run"
     workdir.mkdir()
-    snakemake(workdir, "--until", "prepare", configfiles=vllm_teacher_config)
-    command = snakemake_command(workdir, "--cores", "1", *UNTIL, configfiles=vllm_teacher_config)
+    # The checkpoints that key the teacher cache (prepare, split, pairs), then the teacher.
+    snakemake(workdir, "data", configfiles=vllm_teacher_config)
+    targets = merged_caches(vllm_teacher_config)
+    command = snakemake_command(workdir, "--cores", "1", *targets, configfiles=vllm_teacher_config)
     job = subprocess.Popen(
         command,
         cwd=workdir,
@@ -105,11 +115,11 @@ def test_killed_teacher_resumes_missing_shards_only(tmp_path, vllm_teacher_confi
 
     # After a crash, Snakemake's lock is left behind: the user runs --unlock, then reruns.
     snakemake(workdir, "--unlock", configfiles=vllm_teacher_config)
-    jobs = planned_jobs(workdir, *UNTIL, configfiles=vllm_teacher_config)
+    jobs = planned_jobs(workdir, *targets, configfiles=vllm_teacher_config)
     assert jobs.get("teacher_point") == N_SHARDS - len(done)
     assert jobs.get("teacher_pair") is not None
 
-    snakemake(workdir, *UNTIL, configfiles=vllm_teacher_config)
+    snakemake(workdir, *targets, configfiles=vllm_teacher_config)
     assert {path: path.stat().st_mtime_ns for path in done} == stamps
     manifest = pd.read_parquet(workdir / "results" / "demo" / "manifest.parquet")
     teacher_hash = shard_dir.name.removeprefix("teacher_")
@@ -127,7 +137,8 @@ def test_killed_teacher_resumes_missing_shards_only(tmp_path, vllm_teacher_confi
         changed["teacher"]["vllm"] = {**base["teacher"]["vllm"], **vllm_change}
         path = tmp_path / "changed.yaml"
         path.write_text(yaml.safe_dump(changed))
-        return planned_jobs(workdir, *UNTIL, configfiles=[vllm_teacher_config[0], path])
+        configfiles = [vllm_teacher_config[0], path]
+        return planned_jobs(workdir, *merged_caches(configfiles), configfiles=configfiles)
 
     speed_changes = {
         "max_num_seqs": 2,
