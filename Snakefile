@@ -26,6 +26,7 @@ include: "workflow/rules/deploy.smk"
 
 localrules:
     all,
+    data,
 
 
 rule all:
