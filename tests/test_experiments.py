@@ -151,3 +151,19 @@ def test_fig4_rows_span_the_ratios_with_cft_above_zero(demo_config):
     ratios = demo_config["tables"]["fig4"]["ratios"]
     assert len(leaf_rows) == len(ratios) * len(demo_config["seeds"])
     assert {row["ratio"] for _, row in cft_rows} == {r for r in ratios if r > 0}
+
+
+def test_training_curves_follow_the_benchmark_tables(demo_config):
+    plan = Plan(demo_config)
+    dataset, runs = plan.training_histories()
+    stages = [run["stage"] for _, run in runs]
+    assert dataset == "demo" and stages.count("distill") == len(plan.seeds)
+    assert stages.count("calibrate") == len(plan.seeds) * 2  # ratios 0.1 and 0.3
+    assert all(path.endswith(".history.csv") for path, _ in runs)
+    assert any(path.endswith("training_curves.png") for path in plan.configured_targets())
+    # The UGC paper configs have only table2: its first dataset is shown.
+    demo_config["tables"]["table1"] = None
+    demo_config["tables"]["table2"]["datasets"] = ["other", "demo"]
+    assert Plan(demo_config).training_histories()[0] == "other"
+    demo_config["tables"]["table2"] = None
+    assert not any("training_curves" in path for path in Plan(demo_config).configured_targets())

@@ -426,9 +426,11 @@ class Plan:
         }
 
     def training_histories(self) -> tuple[str, list[tuple[str, dict]]]:
-        """(dataset, [(history CSV, run)]) of the main LEAF runs of table1's first dataset: stage
-        1 per seed and stage 2 per (seed, ratio > 0), for ``training_curves.png``."""
-        dataset = self.spec("table1")["datasets"][0]
+        """(dataset, [(history CSV, run)]) of the main LEAF runs of the first dataset of table1
+        (table2 when only that benchmark table is configured): stage 1 per seed and stage 2 per
+        (seed, ratio > 0), for ``training_curves.png``."""
+        table = "table1" if "table1" in self.tables else "table2"
+        dataset = self.spec(table)["datasets"][0]
         runs = []
         for ratio in ["0", *[r for r in self.ratios if float(r) > 0]]:
             for seed in self.seeds:
@@ -453,7 +455,9 @@ class Plan:
 
     def configured_targets(self) -> list[str]:
         """Every table and figure that has a (non-null) ``tables`` entry, and the training
-        curves of the main runs."""
+        curves of the main runs (when a benchmark table, table1 or table2, is configured)."""
         targets = [f"{self.results}/{t}.csv" for t in TABLES if t in self.tables]
         targets += [f"{self.results}/{f}.png" for f in FIGURES if f in self.tables]
-        return [*targets, f"{self.results}/training_curves.png"]
+        if "table1" in self.tables or "table2" in self.tables:
+            targets.append(f"{self.results}/training_curves.png")
+        return targets
