@@ -84,3 +84,26 @@ def test_import_leaf_stays_light():
     code = "import sys, leaf; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_tensor_inputs_outside_zero_one_are_errors_not_clamped(backbone, photos, tmp_path):
+    metric = leaf.create_metric(artifact(backbone, tmp_path), device="cpu")
+    pixels = torch.from_numpy(np.asarray(Image.open(photos[0]).convert("RGB")).copy())
+    tensor = pixels.permute(2, 0, 1)[None]  # uint8 (N, 3, H, W)
+    with pytest.raises(TypeError, match="divide 8-bit pixels by 255"):
+        metric(tensor)
+    with pytest.raises(ValueError, match="0-255 pixels"):
+        metric(tensor.float())
+    with pytest.raises(ValueError, match="normalised"):
+        metric(tensor.float() / 255 - 0.5)
+    assert metric(tensor.float() / 255).shape == (1,)
+
+
+def test_the_metric_stays_in_eval_mode_inside_a_training_model(backbone, photos, tmp_path):
+    metric = leaf.create_metric(artifact(backbone, tmp_path), device="cpu")
+    before = metric(photos[0]).item()
+    assert not metric.training
+    host = torch.nn.ModuleDict({"metric": metric}).train()  # e.g. a metric used as a loss
+    assert not host["metric"].training and not metric.student.training
+    scores = [metric(photos[0]).item() for _ in range(3)]
+    assert scores == [before] * 3  # no dropout, no BatchNorm statistics changed

@@ -40,6 +40,10 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+# Float tensor inputs may leave [0, 1] by this much (rounding upstream), no more.
+TENSOR_TOLERANCE = 1e-3
+
+
 class LeafMetric(nn.Module):
     """A deployed LEAF student as a no-reference IQA metric (pyiqa-like attributes).
 
@@ -56,6 +60,7 @@ class LeafMetric(nn.Module):
         super().__init__()
         self.device = torch.device(device) if device is not None else default_device()
         self.student = student.eval().to(self.device)
+        self.eval()
         self.transform = student.transform()
         calibration = student.calibration
         mos_range = calibration.get("mos_range") if calibration.get("scale") == "mos" else None
@@ -70,6 +75,17 @@ class LeafMetric(nn.Module):
             if images.ndim != 4 or images.shape[1] != 3:
                 raise ValueError(
                     f"expected a float tensor (N, 3, H, W) in [0, 1], got {tuple(images.shape)}"
+                )
+            if not images.is_floating_point():
+                raise TypeError(
+                    f"expected a float tensor in [0, 1], got {images.dtype} (divide 8-bit "
+                    "pixels by 255 first)"
+                )
+            low, high = float(images.min()), float(images.max())
+            if low < -TENSOR_TOLERANCE or high > 1 + TENSOR_TOLERANCE:
+                raise ValueError(
+                    f"expected a float tensor in [0, 1], got values in [{low:g}, {high:g}] "
+                    "(0-255 pixels? divide by 255; normalised? pass the raw [0, 1] image)"
                 )
             pixels = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
             arrays = pixels.permute(0, 2, 3, 1).cpu().numpy()
@@ -90,6 +106,11 @@ class LeafMetric(nn.Module):
             else:
                 raise TypeError(f"not an image path or PIL image: {type(image).__name__}")
         return tensors
+
+    def train(self, mode: bool = True) -> LeafMetric:
+        """Stays in eval mode whatever ``mode`` says: a metric, like pyiqa's, must not change
+        its BatchNorm statistics or turn dropout on when a surrounding model is trained."""
+        return super().train(False)
 
     def forward(self, images: ImageInput | Sequence[ImageInput] | torch.Tensor) -> torch.Tensor:
         """Scores (N,) float32 on the CPU: on the calibrated MOS scale (``score_range``), or the
