@@ -40,6 +40,8 @@ timed() { # timed OUT_FILE LABEL command... -> appends "LABEL seconds" to OUT_FI
     "$@"
     end=$(date +%s.%N)
     echo "$label $(echo "$end - $start" | bc)" >>"$out"
+    # Load average over the last 1/5/15 minutes when it ended (other work on the machine).
+    echo "$label $(cut -d' ' -f1-3 /proc/loadavg)" >>"$(dirname "$out")/loads.txt"
 }
 
 run_part() { # run_part PART NAME DIR [configfile...]

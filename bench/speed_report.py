@@ -151,6 +151,18 @@ def main() -> None:
             lines.append(
                 f"| {label} | {base_seconds:.1f} | {new_seconds:.1f} | {ratio:.0%} | {verdict} |"
             )
+        loads = []
+        for name, folder in (("baseline", base_dir), ("current", current_dir)):
+            if (folder / "loads.txt").exists():
+                for line in (folder / "loads.txt").read_text().splitlines():
+                    label, *averages = line.split()
+                    loads.append(f"{name} {label}: {' / '.join(averages)}")
+        if loads:
+            lines += [
+                "",
+                "Load average (1 / 5 / 15 min) when each step ended; above the core count means "
+                "other work shared the machine: " + "; ".join(loads) + ".",
+            ]
         if part == "agiqa3k":
             feature_rows = []
             for name, folder in (("baseline", base_dir), ("current", current_dir)):
