@@ -58,7 +58,7 @@ def job_seconds(folder: Path) -> pd.DataFrame:
     file's rule is read from the run's Snakemake log (``rule NAME:`` then ``benchmark: PATH``)."""
     rule_of, rule = {}, None
     for line in (folder / "snakemake.log").read_text().splitlines():
-        if found := re.match(r"^(?:local)?rule (\w+):", line):
+        if found := re.match(r"^(?:local)?(?:rule|checkpoint) (\w+):", line):
             rule = found.group(1)
         elif (found := re.match(r"^\s+benchmark: (\S+)", line)) and rule:
             rule_of[Path(found.group(1)).name, Path(found.group(1)).parent.name] = rule
@@ -179,13 +179,14 @@ def main() -> None:
             "Per rule: jobs and the sum of their wall times (Snakemake `benchmark:` files; with "
             "`--cores` > 1 jobs overlap, so these sums exceed the wall time above):",
             "",
-            "| rule | jobs | baseline s | current s |",
-            "|---|---:|---:|---:|",
+            "| rule | baseline jobs | baseline s | current jobs | current s |",
+            "|---|---:|---:|---:|---:|",
         ]
+        joined = joined.fillna(0)
         for rule, row in joined.sort_values("s_baseline", ascending=False).iterrows():
             lines.append(
                 f"| {rule} | {row['jobs_baseline']:.0f} | {row['s_baseline']:.1f} | "
-                f"{row['s_current']:.1f} |"
+                f"{row['jobs_current']:.0f} | {row['s_current']:.1f} |"
             )
         lines += ["", "Results (tables of both runs):", ""]
         lines += compare_tables(base_dir, current_dir)
