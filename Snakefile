@@ -26,7 +26,6 @@ include: "workflow/rules/deploy.smk"
 
 localrules:
     all,
-    data,
 
 
 rule all:

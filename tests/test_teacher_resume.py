@@ -19,7 +19,6 @@ import pytest
 import yaml
 from workflow_helpers import ROOT, planned_jobs, snakemake, snakemake_command
 
-from leaf.experiments import Plan, merged_config
 from leaf.teacher.cache import read_cache
 
 pytest.importorskip(
@@ -28,14 +27,7 @@ pytest.importorskip(
 pytestmark = pytest.mark.slow
 
 N_SHARDS = 3
-
-
-def merged_caches(configfiles) -> tuple[str, str]:
-    """The main teacher's merged caches in results/demo (the targets: the teacher and no more;
-    `--until merge_points merge_pairs` would stop at the checkpoints that key the cache)."""
-    plan = Plan(merged_config([ROOT / "config" / "config.yaml", *configfiles]))
-    folder = f"{plan.results}/demo/teacher/{plan.teacher.hash}"
-    return f"{folder}/points.parquet", f"{folder}/pairs.parquet"
+UNTIL = ("--until", "merge_points", "merge_pairs")
 
 
 @pytest.fixture
@@ -62,9 +54,7 @@ def vllm_teacher_config(tmp_path, monkeypatch):
 
 
 def _finished_shards(workdir):
-    """The points shards in the shared teacher cache (docs/cache_schema.md)."""
-    cache = workdir / "results" / "teacher_cache"
-    return sorted(cache.glob("images-*/teacher_*/points_*.parquet"))
+    return sorted((workdir / "results" / "demo" / "teacher").glob("*/shards/points_*.parquet"))
 
 
 def _job_logs(workdir):
@@ -74,10 +64,8 @@ def _job_logs(workdir):
 def test_killed_teacher_resumes_missing_shards_only(tmp_path, vllm_teacher_config):
     workdir = tmp_path / "run"
     workdir.mkdir()
-    # The checkpoints that key the teacher cache (prepare, split, pairs), then the teacher.
-    snakemake(workdir, "data", configfiles=vllm_teacher_config)
-    targets = merged_caches(vllm_teacher_config)
-    command = snakemake_command(workdir, "--cores", "1", *targets, configfiles=vllm_teacher_config)
+    snakemake(workdir, "--until", "prepare", configfiles=vllm_teacher_config)
+    command = snakemake_command(workdir, "--cores", "1", *UNTIL, configfiles=vllm_teacher_config)
     job = subprocess.Popen(
         command,
         cwd=workdir,
@@ -106,7 +94,7 @@ def test_killed_teacher_resumes_missing_shards_only(tmp_path, vllm_teacher_confi
     done = _finished_shards(workdir)
     assert 1 <= len(done) < N_SHARDS, f"kill came too late to test resuming: {done}"
     shard_dir = done[0].parent
-    visible = [p.name for p in shard_dir.iterdir() if p.is_file() and not p.name.startswith(".")]
+    visible = [p.name for p in shard_dir.iterdir() if not p.name.startswith(".")]
     assert sorted(visible) == sorted(p.name for p in shard_dir.glob("*.parquet"))
     for path in done:
         frame, metadata = read_cache(path)  # complete, readable caches only
@@ -115,16 +103,14 @@ def test_killed_teacher_resumes_missing_shards_only(tmp_path, vllm_teacher_confi
 
     # After a crash, Snakemake's lock is left behind: the user runs --unlock, then reruns.
     snakemake(workdir, "--unlock", configfiles=vllm_teacher_config)
-    jobs = planned_jobs(workdir, *targets, configfiles=vllm_teacher_config)
+    jobs = planned_jobs(workdir, *UNTIL, configfiles=vllm_teacher_config)
     assert jobs.get("teacher_point") == N_SHARDS - len(done)
     assert jobs.get("teacher_pair") is not None
 
-    snakemake(workdir, *targets, configfiles=vllm_teacher_config)
+    snakemake(workdir, *UNTIL, configfiles=vllm_teacher_config)
     assert {path: path.stat().st_mtime_ns for path in done} == stamps
     manifest = pd.read_parquet(workdir / "results" / "demo" / "manifest.parquet")
-    teacher_hash = shard_dir.name.removeprefix("teacher_")
-    merged = workdir / "results" / "demo" / "teacher" / teacher_hash / "points.parquet"
-    points, metadata = read_cache(merged)
+    points, metadata = read_cache(shard_dir.parent / "points.parquet")
     assert sorted(points["image_id"]) == sorted(manifest["image_id"])
     assert metadata["backend"] == "vllm"
 
@@ -137,8 +123,7 @@ def test_killed_teacher_resumes_missing_shards_only(tmp_path, vllm_teacher_confi
         changed["teacher"]["vllm"] = {**base["teacher"]["vllm"], **vllm_change}
         path = tmp_path / "changed.yaml"
         path.write_text(yaml.safe_dump(changed))
-        configfiles = [vllm_teacher_config[0], path]
-        return planned_jobs(workdir, *merged_caches(configfiles), configfiles=configfiles)
+        return planned_jobs(workdir, *UNTIL, configfiles=[vllm_teacher_config[0], path])
 
     speed_changes = {
         "max_num_seqs": 2,

@@ -5,10 +5,9 @@ import os
 from snakemake.utils import validate
 
 from leaf.config_checks import check_config
-from leaf.datasets import image_files, label_file
+from leaf.datasets import label_file
 from leaf.experiments import VARIANT_PATTERN, Plan, ratio_label, variant_flags
 from leaf.student.stages import stage_gpus, stage_settings, stage_threads
-from leaf.teacher.cache_keys import images_of, pairs_of
 from leaf.teacher.factory import judgment_config, teacher_gpus
 
 # Idle OpenMP threads of the jobs sleep instead of spinning: with spinning (the default), a
@@ -47,8 +46,6 @@ wildcard_constraints:
     shard=r"\d+",
     n_shards=r"\d+",
     teacher_hash="[0-9a-f]{12}",
-    images_key="[0-9a-f]{12}",
-    pairs_key="[0-9a-f]{12}",
     backbone="[A-Za-z0-9_.-]+",
     variant=VARIANT_PATTERN,
     table="table[1-4]",
@@ -65,14 +62,11 @@ def split_config(wildcards):
 
 def prepare_inputs(wildcards):
     """The dataset's label file (leaf.datasets.label_file: the demo's generated one, or the
-    real dataset's, read in place) and its images (leaf.datasets.image_files), so that editing
-    a label or an image reruns prepare and what follows.
+    real dataset's, read in place), so that editing a label reruns prepare and what follows.
     """
     dataset = dataset_config(wildcards)
-    where = (dataset["adapter"], dataset["root"], dataset.get("options", {}))
-    path = label_file(*where)
-    inputs = {"images": image_files(*where)}
-    return {"labels": str(path), **inputs} if path is not None else inputs
+    path = label_file(dataset["adapter"], dataset["root"], dataset.get("options", {}))
+    return {"labels": str(path)} if path is not None else {}
 
 
 def teacher_config(wildcards):
@@ -97,75 +91,12 @@ def teacher_job_gpus(wildcards):
     return teacher_gpus(teacher_config(wildcards))
 
 
-def prepared_images(dataset):
-    """The images key and table of a dataset's manifest (leaf.teacher.cache_keys.images_of),
-    known once `prepare` (a checkpoint) has run."""
-    return images_of(checkpoints.prepare.get(dataset=dataset).output.manifest)
-
-
-def prepared_pairs(dataset):
-    """The pairs key and table of a dataset's pairs, known once `pairs` (a checkpoint) has run."""
-    return pairs_of(checkpoints.pairs.get(dataset=dataset).output.pairs)
-
-
-def keyed_datasets(images_key):
-    """The datasets whose manifest has ``images_key``, lazily (those of the configured tables
-    first, so that a dataset no target uses is prepared only if no other has the key): where
-    the images of a cache key are read from in this run."""
-    return (d for d in PLAN.datasets() if prepared_images(d).key == images_key)
-
-
-def keyed_images(wildcards):
-    """The images (image_id, path, sha256) of the images key in the path."""
-    for dataset in keyed_datasets(wildcards.images_key):
-        return prepared_images(dataset).table
-    raise ValueError(f"no configured dataset has the images key {wildcards.images_key}")
-
-
-def keyed_pairs(wildcards):
-    """The pairs (pair_id, image_a, image_b) of the pairs key in the path."""
-    for dataset in keyed_datasets(wildcards.images_key):
-        pairs = prepared_pairs(dataset)
-        if pairs.key == wildcards.pairs_key:
-            return pairs.table
-    raise ValueError(
-        f"no configured dataset has the pairs key {wildcards.pairs_key} over the images key "
-        f"{wildcards.images_key}"
-    )
-
-
-def cache_key_inputs(wildcards):
-    """No file: the key tables are written from what the checkpoints `prepare` and `pairs` wrote,
-    looked up here (so that a job waits for them), passed on as params. A results folder's
-    manifest is no input of the shared cache: its path differs between results folders.
-    """
-    keyed_images(wildcards)
-    if "pairs_key" in wildcards.keys():
-        keyed_pairs(wildcards)
-    return []
-
-
-def shard_keys(wildcards):
-    """The cache keys of a teacher shard (its params; stored in the shard's metadata)."""
-    return {
-        name: wildcards[name]
-        for name in ("images_key", "pairs_key")
-        if name in wildcards.keys()
-    }
-
-
 def teacher_shards(wildcards, kind):
-    """The shared shard caches (kind: points | pairs) of the teacher whose hash is in the path,
-    for the dataset's images (and pairs) as `prepare` (and `pairs`) wrote them."""
+    """The shard files (kind: points | pairs) of the teacher whose hash is in the path."""
     n_shards = teacher_config(wildcards).get("shards", 1)
-    keys = {"teacher_hash": wildcards.teacher_hash}
-    # Pairs first: before `pairs` has run, the dry run then plans it (and what it needs).
-    if kind == "pairs":
-        keys["pairs_key"] = prepared_pairs(wildcards.dataset).key
-    keys["images_key"] = prepared_images(wildcards.dataset).key
+    folder = f"{RESULTS}/{wildcards.dataset}/teacher/{wildcards.teacher_hash}/shards"
     return [
-        PLAN.cache_file(f"{kind}_shard", shard=shard, n_shards=n_shards, **keys)
-        for shard in range(n_shards)
+        f"{folder}/{kind}_{shard}-of-{n_shards}.parquet" for shard in range(n_shards)
     ]
 
 

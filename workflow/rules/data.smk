@@ -1,7 +1,5 @@
 # Data stages: the embedded demo dataset, the manifest, the train/test split, the nested MOS
-# subsets and the random pairs. `prepare` and `pairs` are checkpoints: the shared teacher cache
-# is keyed by the content of what they write (docs/cache_schema.md), so the teacher jobs are
-# planned once they have run.
+# subsets and the random pairs.
 
 
 rule demo_dataset:
@@ -22,7 +20,7 @@ rule demo_dataset:
         "../scripts/demo_dataset.py"
 
 
-checkpoint prepare:
+rule prepare:
     input:
         unpack(prepare_inputs),
     output:
@@ -83,7 +81,7 @@ rule subsets:
         "../scripts/subsets.py"
 
 
-checkpoint pairs:
+rule pairs:
     input:
         split=rules.split.output.split,
     output:
@@ -99,15 +97,3 @@ checkpoint pairs:
         seed=config["pairs"]["seed"],
     script:
         "../scripts/pairs.py"
-
-
-# `snakemake data`: read every dataset that a table or figure reports (prepare, split, pairs)
-# and nothing else. These checkpoints key the shared teacher cache, so that a dry run lists the
-# teacher jobs once they have run. (`--until prepare pairs` would not stop there: Snakemake goes
-# on with the jobs the checkpoints reveal.)
-rule data:
-    input:
-        manifests=expand(
-            rules.prepare.output.manifest, dataset=PLAN.reported_datasets()
-        ),
-        pairs=expand(rules.pairs.output.pairs, dataset=PLAN.reported_datasets()),

@@ -1,81 +1,34 @@
 # Teacher stages: point-wise and pair-wise judgments in shards (one job each, e.g. one GPU job
 # per shard on a cluster), merged into the Parquet caches; confidence filtering; the teacher's
-# own zero-shot result. Every configured teacher (`teacher` and `extra_teachers`) runs through
-# these rules under its own hash (teacher config minus name, tau, shards and speed options).
-#
-# The shards live in one folder shared by every results folder, `teacher_cache`, keyed by what
-# defines them (docs/cache_schema.md): the images' content (images key), the pair set (pairs
-# key) and the teacher hash. The keys are known once `prepare` and `pairs` (checkpoints) have
-# run; a key table per key (cache_images, cache_pairs) holds what the shards are shown, so that
-# no shared file has a results folder's file as input. The merged caches are per results folder.
+# own zero-shot result. The cache folder is keyed by the teacher hash (teacher config minus name,
+# tau and shards), so only a change of the judging configuration recomputes it. Every configured
+# teacher (`teacher` and `extra_teachers`) runs through these rules under its own hash.
 
 
-# Jobs that only gather, write or merge small files: run where Snakemake runs, not as cluster jobs.
+# Jobs that only gather or merge small files: run where Snakemake runs, not as cluster jobs.
 localrules:
-    cache_images,
-    cache_pairs,
     merge_points,
     merge_pairs,
     filter_pairs,
     teacher_zero_shot,
 
 
-rule cache_images:
-    input:
-        cache_key_inputs,
-    output:
-        table=PLAN.cache_pattern("images"),
-    log:
-        PLAN.cache_job_file("logs", "images", ".log"),
-    benchmark:
-        PLAN.cache_job_file("benchmarks", "images", ".tsv")
-    conda:
-        "../envs/student.yaml"
-    params:
-        images=keyed_images,
-        key=lambda wc: wc.images_key,
-    script:
-        "../scripts/cache_images.py"
-
-
-rule cache_pairs:
-    input:
-        cache_key_inputs,
-    output:
-        table=PLAN.cache_pattern("pairs"),
-    log:
-        PLAN.cache_job_file("logs", "pairs", ".log"),
-    benchmark:
-        PLAN.cache_job_file("benchmarks", "pairs", ".tsv")
-    conda:
-        "../envs/student.yaml"
-    params:
-        pairs=keyed_pairs,
-        key=lambda wc: wc.pairs_key,
-    script:
-        "../scripts/cache_pairs.py"
-
-
-# The key tables are `ancient`: their key (in the path) fixes the images' ids, order and
-# content (and the pairs); a rewrite with the same key (e.g. the images found at another
-# path) changes nothing the teacher is shown, so it reruns no teacher job.
 rule teacher_point:
     input:
         unpack(teacher_source),
-        manifest=ancient(rules.cache_images.output.table),
+        manifest=rules.prepare.output.manifest,
     output:
-        points=PLAN.cache_pattern("points_shard"),
+        points=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/shards/points_{{shard}}-of-{{n_shards}}.parquet",
     log:
-        PLAN.cache_job_file("logs", "points_shard", ".log"),
+        f"{RESULTS}/logs/{{dataset}}/teacher_{{teacher_hash}}/point_{{shard}}-of-{{n_shards}}.log",
     benchmark:
-        PLAN.cache_job_file("benchmarks", "points_shard", ".tsv")
+        f"{RESULTS}/benchmarks/{{dataset}}/teacher_{{teacher_hash}}/point_{{shard}}-of-{{n_shards}}.tsv"
     conda:
         "../envs/teacher.yaml"
     resources:
         gpu=teacher_job_gpus,
     params:
         teacher=teacher_judgment,
-        cache_keys=shard_keys,
         shard=lambda wc: int(wc.shard),
         n_shards=lambda wc: int(wc.n_shards),
     script:
@@ -85,21 +38,20 @@ rule teacher_point:
 rule teacher_pair:
     input:
         unpack(teacher_source),
-        manifest=ancient(rules.cache_images.output.table),
-        pairs=ancient(rules.cache_pairs.output.table),
+        manifest=rules.prepare.output.manifest,
+        pairs=rules.pairs.output.pairs,
     output:
-        teacher_pairs=PLAN.cache_pattern("pairs_shard"),
+        teacher_pairs=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/shards/pairs_{{shard}}-of-{{n_shards}}.parquet",
     log:
-        PLAN.cache_job_file("logs", "pairs_shard", ".log"),
+        f"{RESULTS}/logs/{{dataset}}/teacher_{{teacher_hash}}/pair_{{shard}}-of-{{n_shards}}.log",
     benchmark:
-        PLAN.cache_job_file("benchmarks", "pairs_shard", ".tsv")
+        f"{RESULTS}/benchmarks/{{dataset}}/teacher_{{teacher_hash}}/pair_{{shard}}-of-{{n_shards}}.tsv"
     conda:
         "../envs/teacher.yaml"
     resources:
         gpu=teacher_job_gpus,
     params:
         teacher=teacher_judgment,
-        cache_keys=shard_keys,
         shard=lambda wc: int(wc.shard),
         n_shards=lambda wc: int(wc.n_shards),
     script:

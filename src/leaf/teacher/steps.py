@@ -57,22 +57,15 @@ def shard_rows(frame: pd.DataFrame, shard: int, n_shards: int) -> pd.DataFrame:
 
 
 def _provenance(
-    backend: TeacherBackend,
-    teacher: dict,
-    manifest: str,
-    shard: int,
-    n_shards: int,
-    keys: dict | None,
+    backend: TeacherBackend, teacher: dict, manifest: str, shard: int, n_shards: int
 ) -> dict:
-    """Backend provenance (call it after judging) plus config identity, hashes, cache keys,
-    shard."""
+    """Backend provenance (call it after judging) plus config identity, hashes, shard."""
     return {
         **backend.provenance(),
         "point_only": is_point_only(backend),
         "teacher_hash": teacher_hash(teacher),
         "teacher_config": teacher_identity(teacher),
         "manifest_sha256": file_sha256(manifest),
-        **(keys or {}),
         "shard": shard,
         "n_shards": n_shards,
     }
@@ -86,24 +79,20 @@ def teacher_points_step(
     n_shards: int = 1,
     source: str | None = None,
     speed: dict | None = None,
-    cache_keys: dict | None = None,
 ) -> None:
     """Judge the shard's manifest images and write a points cache.
 
-    ``manifest``: a table with columns ``image_id`` and ``path`` (the workflow passes the key
-    table of the images, :mod:`leaf.teacher.cache_keys`). ``source`` is the imported judgments
-    file (import backend): the rule declares it as an input so that a change of its content
-    reruns the teacher; the backend reads it from ``teacher``. ``speed``: the backend's
-    speed-only options (:func:`leaf.teacher.factory.speed_options`), which the rule's script
-    reads from the config at run time, so that they rerun nothing. ``cache_keys``: the cache keys
-    (``images_key``, ``pairs_key``), stored in the metadata.
+    ``source`` is the imported judgments file (import backend): the rule declares it as an input
+    so that a change of its content reruns the teacher; the backend reads it from ``teacher``.
+    ``speed``: the backend's speed-only options (:func:`leaf.teacher.factory.speed_options`),
+    which the rule's script reads from the config at run time, so that they rerun nothing.
     """
     images = shard_rows(pd.read_parquet(manifest, columns=["image_id", "path"]), shard, n_shards)
     backend = make_backend(teacher, speed)
     log.info("%s: judging %d images (shard %d of %d)", backend.name, len(images), shard, n_shards)
     logliks = backend.point_logliks(images["path"].tolist())
     levels = Levels.from_config(teacher["levels"])
-    provenance = _provenance(backend, teacher, manifest, shard, n_shards, cache_keys)
+    provenance = _provenance(backend, teacher, manifest, shard, n_shards)
     write_points_cache(points, images["image_id"].tolist(), logliks, levels, provenance)
     log.info("wrote %s", points)
 
@@ -117,11 +106,9 @@ def teacher_pairs_step(
     n_shards: int = 1,
     source: str | None = None,
     speed: dict | None = None,
-    cache_keys: dict | None = None,
 ) -> None:
-    """Ask the teacher about the shard's pairs and write a pairs cache (``manifest``,
-    ``source``, ``speed``, ``cache_keys``: see above; ``pairs``: columns ``pair_id``, ``image_a``,
-    ``image_b``).
+    """Ask the teacher about the shard's pairs and write a pairs cache (``source``, ``speed``:
+    see above).
 
     A point-only backend writes an empty cache whose metadata says ``point_only: true``.
     """
@@ -132,7 +119,7 @@ def teacher_pairs_step(
 
     def provenance() -> dict:
         return {
-            **_provenance(backend, teacher, manifest, shard, n_shards, cache_keys),
+            **_provenance(backend, teacher, manifest, shard, n_shards),
             "pairs_sha256": file_sha256(pairs),
             "levels": levels_metadata(Levels.from_config(teacher["levels"])),
         }
