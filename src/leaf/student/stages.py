@@ -17,10 +17,11 @@ one for every job that trains or evaluates a fine-tuned backbone, none for a hea
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
+
+from leaf.workflow_io import resolve
 
 STUDENT_MODES = ("head", "full")
 STAGES = ("distill", "calibrate", "calibrate_cft", "evaluate")
@@ -66,8 +67,7 @@ def _check(stage: str, mode: str) -> None:
 def implementation(stage: str, mode: str) -> Callable[..., Any]:
     """The step function that runs ``stage`` in ``mode`` (imported on first use)."""
     _check(stage, mode)
-    module_name, function_name = IMPLEMENTATIONS[(stage, mode)].split(":")
-    return getattr(importlib.import_module(module_name), function_name)
+    return resolve(IMPLEMENTATIONS[(stage, mode)])
 
 
 def stage_settings(stage: str, mode: str, student: dict, backbone: str) -> dict[str, Any]:
