@@ -44,10 +44,13 @@ def paper_config(dataset: str) -> dict:
 
 
 def full_mode_jobs(shards: int, n_teachers: int = 1) -> dict[str, int]:
-    """Planned jobs of one dataset's benchmark table (table1/2) in full mode, split done."""
+    """Planned jobs of one dataset's benchmark table (table1/2) in full mode, split done (the
+    key tables of the shared teacher cache: one for the images, one for the pairs)."""
     return {
         "pairs": 1,
         "subsets": N_SEEDS,
+        "cache_images": 1,
+        "cache_pairs": 1,
         "teacher_point": shards * n_teachers,
         "teacher_pair": shards * n_teachers,
         "merge_points": n_teachers,

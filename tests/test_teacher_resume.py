@@ -54,7 +54,9 @@ def vllm_teacher_config(tmp_path, monkeypatch):
 
 
 def _finished_shards(workdir):
-    return sorted((workdir / "results" / "demo" / "teacher").glob("*/shards/points_*.parquet"))
+    """The points shards in the shared teacher cache (docs/cache_schema.md)."""
+    cache = workdir / "results" / "teacher_cache"
+    return sorted(cache.glob("images-*/teacher_*/points_*.parquet"))
 
 
 def _job_logs(workdir):
@@ -94,7 +96,7 @@ def test_killed_teacher_resumes_missing_shards_only(tmp_path, vllm_teacher_confi
     done = _finished_shards(workdir)
     assert 1 <= len(done) < N_SHARDS, f"kill came too late to test resuming: {done}"
     shard_dir = done[0].parent
-    visible = [p.name for p in shard_dir.iterdir() if not p.name.startswith(".")]
+    visible = [p.name for p in shard_dir.iterdir() if p.is_file() and not p.name.startswith(".")]
     assert sorted(visible) == sorted(p.name for p in shard_dir.glob("*.parquet"))
     for path in done:
         frame, metadata = read_cache(path)  # complete, readable caches only
@@ -110,7 +112,9 @@ def test_killed_teacher_resumes_missing_shards_only(tmp_path, vllm_teacher_confi
     snakemake(workdir, *UNTIL, configfiles=vllm_teacher_config)
     assert {path: path.stat().st_mtime_ns for path in done} == stamps
     manifest = pd.read_parquet(workdir / "results" / "demo" / "manifest.parquet")
-    points, metadata = read_cache(shard_dir.parent / "points.parquet")
+    teacher_hash = shard_dir.name.removeprefix("teacher_")
+    merged = workdir / "results" / "demo" / "teacher" / teacher_hash / "points.parquet"
+    points, metadata = read_cache(merged)
     assert sorted(points["image_id"]) == sorted(manifest["image_id"])
     assert metadata["backend"] == "vllm"
 

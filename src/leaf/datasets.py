@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +271,34 @@ def label_file(
         return None
 
 
+def image_files(
+    adapter: str, root: str | Path, options: Mapping[str, Any] | None = None
+) -> list[str]:
+    """The image files :func:`build_manifest` reads for this dataset: the ``prepare`` rule
+    declares them as inputs (beside :func:`label_file`), so that a changed image reruns
+    ``prepare``, and with the manifest's new content hash everything that depends on it.
+
+    The demo's is its image folder, which the ``demo_dataset`` rule writes in one piece (listed
+    before the demo exists, unlike its files). Any other adapter's are the files its label file
+    lists (:func:`load_labels`), none while there is no label file (``prepare`` then reports
+    it). Read once per label-file version. Raises :class:`DatasetError` as :func:`load_labels`.
+    """
+    root, options = Path(root).expanduser(), dict(options or {})
+    if adapter == "demo":
+        return [str(_resolve(root, options.get("image_dir", _ADAPTERS["demo"].image_dir)))]
+    labels = label_file(adapter, root, options)
+    if labels is None:
+        return []
+    stat = labels.stat()
+    version = (str(labels), stat.st_mtime_ns, stat.st_size)
+    return list(_listed_images(adapter, str(root), json.dumps(options, sort_keys=True), version))
+
+
+@lru_cache(maxsize=16)
+def _listed_images(adapter: str, root: str, options: str, version: tuple) -> tuple[str, ...]:
+    return tuple(load_labels(adapter, root, json.loads(options))["path"].astype(str))
+
+
 def _load_generic(root: Path, options: Mapping[str, Any]) -> pd.DataFrame:
     """The ``generic`` adapter: any CSV with a path column and an optional MOS column."""
     _check_options("generic", options, _GENERIC_OPTIONS)
@@ -389,13 +419,14 @@ def prepare_manifest_step(
     root: str,
     options: Mapping[str, Any] | None = None,
     labels: str | None = None,
+    images: Sequence[str] | None = None,
     threads: int = 1,
 ) -> None:
     """Snakemake step for the ``prepare`` rule: labels -> manifest Parquet at ``manifest``.
 
-    ``labels`` is the dataset's label file (:func:`label_file`), a rule input only so that
-    editing it reruns ``prepare`` (and the demo's waits for ``demo_dataset``); the adapter finds
-    its label file under ``root`` itself. ``threads``
+    ``labels`` and ``images`` are the dataset's label file and images (:func:`label_file`,
+    :func:`image_files`), rule inputs only so that editing one reruns ``prepare`` (and the
+    demo's wait for ``demo_dataset``); the adapter finds them under ``root`` itself. ``threads``
     images are decoded in parallel.
     """
     table = build_manifest(load_labels(adapter, root, options), progress=True, workers=threads)

@@ -17,6 +17,13 @@ File layout under ``results_dir`` (see docs/design.md)::
     {dataset}/student/{backbone}/cft_seed{s}_ratio{r}.pt      (CFT-only: no teacher)
     {dataset}/eval/{backbone}/cft_seed{s}_ratio{r}.json
     {dataset}/eval/teacher_{teacher_hash}.json                 (teacher zero-shot)
+    {dataset}/teacher/{teacher_hash}/points.parquet             (merged from the shared shards)
+
+The teacher's shard caches live in one folder shared by every results folder, ``teacher_cache``
+(default ``results/teacher_cache``), keyed by content (:mod:`leaf.teacher.cache_keys`): see
+:data:`CACHE_FILES`. Logs and benchmarks of the jobs that write them go to the results folder of
+the run that ran them, at the same path below ``logs/`` (``benchmarks/``) with
+``images-{images_key}`` in the place of the dataset (:func:`Plan.cache_job_file`).
 
 :class:`Plan` turns the config into the (metrics file, row description) lists of every table and
 figure; the rules only pass them on. A table or figure requested without its ``tables`` entry
@@ -32,6 +39,7 @@ from pathlib import Path
 import yaml
 
 from leaf.config_checks import ConfigError, teacher_sections
+from leaf.teacher.cache_keys import DatasetKeys, dataset_keys
 from leaf.teacher.factory import speed_options, teacher_hash, teacher_model
 
 # Stage-1 flag -> the term's name in a variant (ω-weighting only matters with the pair term).
@@ -51,6 +59,30 @@ TABLES = ("table1", "table2", "table3", "table4")
 FIGURES = ("fig2", "fig4")
 # Backends whose judgments have no pair-wise part.
 POINT_ONLY_BACKENDS = ("import",)
+# The shared teacher cache (one definition for the rules, the plan and the report): the key
+# tables of an images key and of a pairs key, and a teacher's shard caches under both. Fields:
+# images_key, pairs_key (leaf.teacher.cache_keys), teacher_hash, shard, n_shards.
+CACHE_FILES = {
+    "images": "images-{images_key}/images.parquet",
+    "pairs": "images-{images_key}/pairs-{pairs_key}.parquet",
+    "points_shard": (
+        "images-{images_key}/teacher_{teacher_hash}/points_{shard}-of-{n_shards}.parquet"
+    ),
+    "pairs_shard": (
+        "images-{images_key}/teacher_{teacher_hash}/pairs-{pairs_key}/"
+        "pairs_{shard}-of-{n_shards}.parquet"
+    ),
+}
+# Log/benchmark names of the cache jobs (below logs/ or benchmarks/ of the results folder, with
+# ``images-{images_key}`` in the place of the dataset; leaf.report_results.stage_of reads them).
+CACHE_JOB_FILES = {
+    "images": "images-{images_key}/cache_images",
+    "pairs": "images-{images_key}/pairs-{pairs_key}/cache_pairs",
+    "points_shard": "images-{images_key}/teacher_{teacher_hash}/point_{shard}-of-{n_shards}",
+    "pairs_shard": (
+        "images-{images_key}/teacher_{teacher_hash}/pairs-{pairs_key}/pair_{shard}-of-{n_shards}"
+    ),
+}
 
 
 def variant_name(flags: dict) -> str:
@@ -171,6 +203,8 @@ class Plan:
     def __init__(self, config: dict) -> None:
         self.config = config
         self.results = config["results_dir"]
+        # The shared teacher cache; null keeps it inside this results folder.
+        self.teacher_cache = config.get("teacher_cache") or f"{self.results}/teacher_cache"
         # Entries set to null (e.g. to drop a demo entry merged from config/config.yaml) are off.
         self.tables = {k: v for k, v in (config.get("tables") or {}).items() if v is not None}
         self.teachers = configured_teachers(config)
@@ -180,6 +214,7 @@ class Plan:
         self.seeds = [int(seed) for seed in config["seeds"]]
         self.ratios = [ratio_label(r) for r in config["calibration"]["ratios"]]
         self.plcc_kind = self.tables.get("plcc", "raw")
+        self._cache_keys: dict[str, DatasetKeys] = {}
 
     # --- teachers -------------------------------------------------------------------------
     def teacher_by_hash(self, digest: str) -> Teacher:
@@ -193,6 +228,75 @@ class Plan:
         return self.teachers[name]
 
     # --- files ----------------------------------------------------------------------------
+    def cache_pattern(self, name: str) -> str:
+        """The path pattern (Snakemake wildcards) of one kind of :data:`CACHE_FILES`."""
+        return f"{self.teacher_cache}/{CACHE_FILES[name]}"
+
+    def cache_file(self, name: str, **fields) -> str:
+        """One file of :data:`CACHE_FILES`, e.g. ``cache_file("points_shard", images_key=...,
+        teacher_hash=..., shard=0, n_shards=2)``."""
+        return self.cache_pattern(name).format(**fields)
+
+    def cache_job_file(self, folder: str, name: str, suffix: str) -> str:
+        """Log (``folder="logs"``, ``suffix=".log"``) or benchmark path pattern of the job that
+        writes the cache file ``name``, inside this results folder."""
+        return f"{self.results}/{folder}/{CACHE_JOB_FILES[name]}{suffix}"
+
+    def reported_datasets(self) -> list[str]:
+        """The datasets a configured table or figure reports, in the order they are named."""
+        used = []
+        for target in (*TABLES, *FIGURES):
+            spec = self.tables.get(target) or {}
+            used += spec.get("datasets", []) + ([spec["dataset"]] if "dataset" in spec else [])
+        return list(dict.fromkeys(used))
+
+    def datasets(self) -> list[str]:
+        """Every configured dataset, the :meth:`reported_datasets` first."""
+        return list(dict.fromkeys([*self.reported_datasets(), *self.config["datasets"]]))
+
+    # --- shared teacher cache keys ----------------------------------------------------------
+    def dataset_split(self, dataset: str) -> dict:
+        """The top-level ``split`` section with the dataset's own ``split`` overrides."""
+        return {**self.config["split"], **self.config["datasets"][dataset].get("split", {})}
+
+    def key_settings(self, dataset: str) -> dict:
+        """The keyword arguments of :func:`leaf.teacher.cache_keys.dataset_keys` for a configured
+        dataset: its files, split and pair settings, the demo's generator settings, and the digest
+        memo folder ``{teacher_cache}/.sha256``."""
+        section = self.config["datasets"][dataset]
+        return {
+            "dataset": {
+                "adapter": section["adapter"],
+                "root": section["root"],
+                "options": section.get("options", {}),
+            },
+            "split": self.dataset_split(dataset),
+            "pairs": {
+                "per_image": self.config["pairs"]["per_image"],
+                "seed": self.config["pairs"]["seed"],
+            },
+            "generator": self.config.get("demo") if section["adapter"] == "demo" else None,
+            "memo_dir": f"{self.teacher_cache}/.sha256",
+        }
+
+    def cache_keys(self, dataset: str) -> DatasetKeys:
+        """The shared-cache keys of a configured dataset, computed once per :class:`Plan`."""
+        if dataset not in self._cache_keys:
+            self._cache_keys[dataset] = dataset_keys(**self.key_settings(dataset))
+        return self._cache_keys[dataset]
+
+    def keyed_dataset(self, images_key: str, pairs_key: str | None = None) -> str:
+        """The first configured dataset (those the tables report first) with these cache keys:
+        where the images of a key are read from in this run. Raises KeyError if none has."""
+        for dataset in self.datasets():
+            keys = self.cache_keys(dataset)
+            if keys.images_key == images_key and pairs_key in (None, keys.pairs_key):
+                return dataset
+        raise KeyError(
+            f"no configured dataset has the images key {images_key}"
+            + (f" and the pairs key {pairs_key}" if pairs_key else "")
+        )
+
     def student_dir(self, dataset: str, backbone: str, teacher_hash: str, variant: str) -> str:
         return f"{self.results}/{dataset}/student/{backbone}/{teacher_hash}/{variant}"
 

@@ -35,10 +35,15 @@ def random_pairs(train_ids: list[str] | np.ndarray, per_image: float, seed: int)
     )
 
 
-def pairs_step(split: str, pairs: str, per_image: float, seed: int) -> None:
-    """Rule ``pairs``: split.parquet -> pairs.parquet."""
-    frame = pd.read_parquet(split)
-    train_ids = frame.loc[frame["split"] == "train", "image_id"].to_numpy()
+def train_pairs(split: pd.DataFrame, per_image: float, seed: int) -> pd.DataFrame:
+    """:func:`random_pairs` over the train images of a split table (columns ``image_id``,
+    ``split``; :func:`leaf.split.train_test_split`)."""
+    train_ids = split.loc[split["split"] == "train", "image_id"].to_numpy()
     result = random_pairs(train_ids, per_image, seed)
     log.info("drew %d pairs over %d train images (seed %d)", len(result), len(train_ids), seed)
-    write_parquet_atomic(result, Path(pairs))
+    return result
+
+
+def pairs_step(split: str, pairs: str, per_image: float, seed: int) -> None:
+    """Rule ``pairs``: split.parquet -> pairs.parquet."""
+    write_parquet_atomic(train_pairs(pd.read_parquet(split), per_image, seed), Path(pairs))

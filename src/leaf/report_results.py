@@ -39,7 +39,10 @@ def stage_of(relative: str | Path) -> str:
     ``agiqa3k/student_<b>/distill_seed0.tsv`` -> ``distill``; ``.../cft_seed0_ratio0.1.tsv`` ->
     ``calibrate_cft``; ``agiqa3k/eval_<b>/seed0_ratio0.tsv`` -> ``evaluate`` (``evaluate_cft``
     for ``cft_``); ``agiqa3k/teacher_<hash>/point_0-of-1.tsv`` -> ``teacher point``;
-    ``table1.tsv`` -> ``table1``.
+    ``table1.tsv`` -> ``table1``. The jobs of the shared teacher cache have ``images-<key>`` in
+    the place of the dataset (:data:`leaf.experiments.CACHE_JOB_FILES`):
+    ``images-<key>/teacher_<hash>/pairs-<key>/pair_0-of-1.tsv`` -> ``teacher pair``,
+    ``images-<key>/cache_images.tsv`` -> ``cache_images``.
     """
     path = Path(relative)
     # The folder under the dataset names the stage: student_<b>/..., eval_<b>/..., teacher_<h>/.

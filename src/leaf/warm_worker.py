@@ -62,6 +62,7 @@ PRELOAD = (
     "leaf.split",
     "leaf.pairs",
     "leaf.teacher.cache",
+    "leaf.teacher.cache_keys",
     "leaf.teacher.steps",
     "leaf.tables",
     "leaf.figures",

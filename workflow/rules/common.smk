@@ -5,9 +5,10 @@ import os
 from snakemake.utils import validate
 
 from leaf.config_checks import check_config
-from leaf.datasets import label_file
+from leaf.datasets import image_files, label_file
 from leaf.experiments import VARIANT_PATTERN, Plan, ratio_label, variant_flags
 from leaf.student.stages import stage_gpus, stage_settings, stage_threads
+from leaf.teacher.cache_keys import GENERATED_ADAPTERS
 from leaf.teacher.factory import judgment_config, teacher_gpus
 
 # Idle OpenMP threads of the jobs sleep instead of spinning: with spinning (the default), a
@@ -46,6 +47,8 @@ wildcard_constraints:
     shard=r"\d+",
     n_shards=r"\d+",
     teacher_hash="[0-9a-f]{12}",
+    images_key="[0-9a-f]{12}",
+    pairs_key="[0-9a-f]{12}",
     backbone="[A-Za-z0-9_.-]+",
     variant=VARIANT_PATTERN,
     table="table[1-4]",
@@ -57,16 +60,19 @@ def dataset_config(wildcards):
 
 def split_config(wildcards):
     """The top-level `split` section with the dataset's own `split` overrides."""
-    return {**config["split"], **dataset_config(wildcards).get("split", {})}
+    return PLAN.dataset_split(wildcards.dataset)
 
 
 def prepare_inputs(wildcards):
     """The dataset's label file (leaf.datasets.label_file: the demo's generated one, or the
-    real dataset's, read in place), so that editing a label reruns prepare and what follows.
+    real dataset's, read in place) and its images (leaf.datasets.image_files), so that editing
+    a label or an image reruns prepare and what follows.
     """
     dataset = dataset_config(wildcards)
-    path = label_file(dataset["adapter"], dataset["root"], dataset.get("options", {}))
-    return {"labels": str(path)} if path is not None else {}
+    where = (dataset["adapter"], dataset["root"], dataset.get("options", {}))
+    path = label_file(*where)
+    inputs = {"images": image_files(*where)}
+    return {"labels": str(path), **inputs} if path is not None else inputs
 
 
 def teacher_config(wildcards):
@@ -91,12 +97,49 @@ def teacher_job_gpus(wildcards):
     return teacher_gpus(teacher_config(wildcards))
 
 
+def keyed_dataset(wildcards):
+    """The configured dataset with the cache keys in the path (leaf.experiments.Plan)."""
+    return PLAN.keyed_dataset(wildcards.images_key, wildcards.get("pairs_key"))
+
+
+def cache_key_inputs(wildcards):
+    """The demo's label file, so that its key tables wait for the demo to be written. A dataset
+    read in place has none: its keys fix its content (a changed image has another key, hence
+    another path), and an input whose path differs between results folders would rerun the
+    shared jobs (docs/cache_schema.md)."""
+    section = config["datasets"][keyed_dataset(wildcards)]
+    if section["adapter"] not in GENERATED_ADAPTERS:
+        return {}
+    return {
+        "labels": str(
+            label_file(section["adapter"], section["root"], section.get("options", {}))
+        )
+    }
+
+
+def shard_keys(wildcards):
+    """The cache keys of a teacher shard (its params; stored in the shard's metadata)."""
+    return {
+        name: wildcards[name]
+        for name in ("images_key", "pairs_key")
+        if name in wildcards.keys()
+    }
+
+
 def teacher_shards(wildcards, kind):
-    """The shard files (kind: points | pairs) of the teacher whose hash is in the path."""
+    """The shared shard caches (kind: points | pairs) of the teacher whose hash is in the path,
+    under the dataset's cache keys."""
     n_shards = teacher_config(wildcards).get("shards", 1)
-    folder = f"{RESULTS}/{wildcards.dataset}/teacher/{wildcards.teacher_hash}/shards"
+    dataset_keys = PLAN.cache_keys(wildcards.dataset)
+    keys = {
+        "teacher_hash": wildcards.teacher_hash,
+        "images_key": dataset_keys.images_key,
+    }
+    if kind == "pairs":
+        keys["pairs_key"] = dataset_keys.pairs_key
     return [
-        f"{folder}/{kind}_{shard}-of-{n_shards}.parquet" for shard in range(n_shards)
+        PLAN.cache_file(f"{kind}_shard", shard=shard, n_shards=n_shards, **keys)
+        for shard in range(n_shards)
     ]
 
 

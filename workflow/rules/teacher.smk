@@ -1,34 +1,81 @@
 # Teacher stages: point-wise and pair-wise judgments in shards (one job each, e.g. one GPU job
 # per shard on a cluster), merged into the Parquet caches; confidence filtering; the teacher's
-# own zero-shot result. The cache folder is keyed by the teacher hash (teacher config minus name,
-# tau and shards), so only a change of the judging configuration recomputes it. Every configured
-# teacher (`teacher` and `extra_teachers`) runs through these rules under its own hash.
+# own zero-shot result. Every configured teacher (`teacher` and `extra_teachers`) runs through
+# these rules under its own hash (teacher config minus name, tau, shards and speed options).
+#
+# The shards live in one folder shared by every results folder, `teacher_cache`, keyed by what
+# defines them (docs/cache_schema.md): the images' content (images key), the pair set (pairs
+# key) and the teacher hash. The keys are computed while Snakemake plans, from the dataset's own
+# files (no checkpoint); a key table per key (cache_images, cache_pairs), written from the
+# dataset's files too, holds what the shards are shown, so that no shared file has a results
+# folder's file as input. The merges are per results folder and check that the shards hold
+# exactly that folder's images and pairs.
 
 
-# Jobs that only gather or merge small files: run where Snakemake runs, not as cluster jobs.
+# Jobs that only gather, write or merge small files: run where Snakemake runs, not as cluster jobs.
 localrules:
+    cache_images,
+    cache_pairs,
     merge_points,
     merge_pairs,
     filter_pairs,
     teacher_zero_shot,
 
 
+rule cache_images:
+    input:
+        unpack(cache_key_inputs),
+    output:
+        table=PLAN.cache_pattern("images"),
+    log:
+        PLAN.cache_job_file("logs", "images", ".log"),
+    benchmark:
+        PLAN.cache_job_file("benchmarks", "images", ".tsv")
+    conda:
+        "../envs/student.yaml"
+    params:
+        images_key=lambda wc: wc.images_key,
+    script:
+        "../scripts/cache_images.py"
+
+
+rule cache_pairs:
+    input:
+        unpack(cache_key_inputs),
+    output:
+        table=PLAN.cache_pattern("pairs"),
+    log:
+        PLAN.cache_job_file("logs", "pairs", ".log"),
+    benchmark:
+        PLAN.cache_job_file("benchmarks", "pairs", ".tsv")
+    conda:
+        "../envs/student.yaml"
+    params:
+        images_key=lambda wc: wc.images_key,
+        pairs_key=lambda wc: wc.pairs_key,
+    script:
+        "../scripts/cache_pairs.py"
+
+
+# No `ancient` inputs here: Snakemake 9.27 drops the jobs downstream of an `ancient` input
+# whose producer reruns (e.g. on a changed param) and still exits 0 (tests/test_shared_cache.py).
 rule teacher_point:
     input:
         unpack(teacher_source),
-        manifest=rules.prepare.output.manifest,
+        manifest=rules.cache_images.output.table,
     output:
-        points=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/shards/points_{{shard}}-of-{{n_shards}}.parquet",
+        points=PLAN.cache_pattern("points_shard"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/teacher_{{teacher_hash}}/point_{{shard}}-of-{{n_shards}}.log",
+        PLAN.cache_job_file("logs", "points_shard", ".log"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/teacher_{{teacher_hash}}/point_{{shard}}-of-{{n_shards}}.tsv"
+        PLAN.cache_job_file("benchmarks", "points_shard", ".tsv")
     conda:
         "../envs/teacher.yaml"
     resources:
         gpu=teacher_job_gpus,
     params:
         teacher=teacher_judgment,
+        cache_keys=shard_keys,
         shard=lambda wc: int(wc.shard),
         n_shards=lambda wc: int(wc.n_shards),
     script:
@@ -38,20 +85,21 @@ rule teacher_point:
 rule teacher_pair:
     input:
         unpack(teacher_source),
-        manifest=rules.prepare.output.manifest,
-        pairs=rules.pairs.output.pairs,
+        manifest=rules.cache_images.output.table,
+        pairs=rules.cache_pairs.output.table,
     output:
-        teacher_pairs=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/shards/pairs_{{shard}}-of-{{n_shards}}.parquet",
+        teacher_pairs=PLAN.cache_pattern("pairs_shard"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/teacher_{{teacher_hash}}/pair_{{shard}}-of-{{n_shards}}.log",
+        PLAN.cache_job_file("logs", "pairs_shard", ".log"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/teacher_{{teacher_hash}}/pair_{{shard}}-of-{{n_shards}}.tsv"
+        PLAN.cache_job_file("benchmarks", "pairs_shard", ".tsv")
     conda:
         "../envs/teacher.yaml"
     resources:
         gpu=teacher_job_gpus,
     params:
         teacher=teacher_judgment,
+        cache_keys=shard_keys,
         shard=lambda wc: int(wc.shard),
         n_shards=lambda wc: int(wc.n_shards),
     script:
@@ -61,6 +109,7 @@ rule teacher_pair:
 rule merge_points:
     input:
         shards=lambda wc: teacher_shards(wc, "points"),
+        manifest=rules.prepare.output.manifest,
     output:
         merged=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/points.parquet",
     log:
@@ -76,6 +125,7 @@ rule merge_points:
 rule merge_pairs:
     input:
         shards=lambda wc: teacher_shards(wc, "pairs"),
+        pairs=rules.pairs.output.pairs,
     output:
         merged=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/pairs.parquet",
     log:

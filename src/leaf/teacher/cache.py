@@ -236,11 +236,20 @@ def _merged_metadata(metadatas: list[dict]) -> dict:
     return merged
 
 
-def merge_caches(shards: Sequence[str], merged: str, kind: str) -> pd.DataFrame:
+def merge_caches(
+    shards: Sequence[str],
+    merged: str,
+    kind: str,
+    expected: pd.DataFrame | None = None,
+    expected_source: str = "the expected table",
+) -> pd.DataFrame:
     """Concatenate shard caches of one ``kind`` (in shard order) into one cache.
 
     Checks that the shards are of that kind, come from one teacher (``teacher_hash``) and are
-    exactly shards 0..n-1 of n (``shard``/``n_shards`` metadata, when present).
+    exactly shards 0..n-1 of n (``shard``/``n_shards`` metadata, when present). With
+    ``expected`` (points: column ``image_id``; pairs: ``pair_id``, ``image_a``, ``image_b``),
+    the shards must hold exactly those rows in that order (a point-only teacher's empty pairs
+    cache excepted): else ValueError naming ``expected_source``, and nothing is written.
     """
     read = [read_cache(path) for path in shards]
     metadatas = [metadata for _, metadata in read]
@@ -259,8 +268,31 @@ def merge_caches(shards: Sequence[str], merged: str, kind: str) -> pd.DataFrame:
     order = np.argsort(indices)
     frame = pd.concat([read[i][0] for i in order], ignore_index=True)
     _check_unique(frame["image_id" if kind == POINTS_KIND else "pair_id"].tolist(), "id")
-    _write_table(merged, frame, _merged_metadata([metadatas[i] for i in order]))
+    metadata = _merged_metadata([metadatas[i] for i in order])
+    if expected is not None and not metadata.get("point_only", False):
+        _check_rows(frame, expected, kind, list(shards), expected_source)
+    _write_table(merged, frame, metadata)
     return frame
+
+
+def _check_rows(
+    frame: pd.DataFrame, expected: pd.DataFrame, kind: str, shards: list, source: str
+) -> None:
+    """Raise unless ``frame`` holds the rows of ``expected`` (the key columns), in order."""
+    columns = ["image_id"] if kind == POINTS_KIND else ["pair_id", "image_a", "image_b"]
+    got = frame[columns].astype(str).reset_index(drop=True)
+    want = expected[columns].astype(str).reset_index(drop=True)
+    if got.equals(want):
+        return
+    n = min(len(got), len(want))
+    same = (got.iloc[:n] == want.iloc[:n]).all(axis=1).to_numpy()
+    first = int(same.argmin()) if not same.all() else n
+    raise ValueError(
+        f"the {kind} shards {shards} ({len(got)} rows) do not hold the rows of {source} "
+        f"({len(want)} rows; first difference at row {first}): the shared teacher cache was "
+        f"judged on other {'images' if kind == POINTS_KIND else 'pairs'}. Delete those shards "
+        "and run again"
+    )
 
 
 def _check_tau(tau: float) -> float:
