@@ -38,6 +38,17 @@ RUN = {
     "teacher": TEACHER,
     "chosen_epoch": 4,
     "select_srcc": 0.7012,
+    "n_select": 12,
+    # As deploy_best records it (leaf.deploy.selection_record): the runs of one ratio compared.
+    "selection": {
+        "criterion": "max select_srcc (test)",
+        "ratio": 0.1,
+        "chosen": "lite0_seed3_ratio0.1.leaf.pt",
+        "candidates": [
+            {"seed": 0, "ratio": 0.1, "select_srcc": 0.65, "n_select": 12, "chosen": False},
+            {"seed": 3, "ratio": 0.1, "select_srcc": 0.7012, "n_select": 12, "chosen": True},
+        ],
+    },
     "config": {
         "dataset": {"name": "agiqa3k", "adapter": "agiqa3k"},
         "distill": {"use_point": True, "use_pair": True, "use_omega": True},
@@ -130,7 +141,14 @@ def test_card_reports_the_runs_test_metrics(folder):
         "| seed | 3 |",
         "| dataset | AGIQA-3K | MIT (licence file of its repository) |",
         "| teacher | Qwen2-VL-7B-Instruct | apache-2.0 |",
-        "| select SRCC (held-out part of the MOS subset) | 0.7012 |",
+        "| select SRCC (held-out select part of the MOS subset; chose the epoch and the run) | "
+        "0.7012 (n = 12 select images) |",
+        "| selection | chosen among 2 calibrated runs at MOS ratio 0.1 by max select_srcc (test). "
+        "Select SRCC of each: seed 0: 0.6500 (n = 12 select images); "
+        "seed 3: 0.7012 (n = 12 select images) (chosen) |",
+        # Made with `leaf export`: the card says where its licence was set.
+        "Licence of these weights: `other`, set by whoever exported them with the `--license` "
+        "option of `leaf export --format hf`.",
     ):
         assert line in card, line
     assert "seed3_ratio0.1.json" in card
@@ -185,6 +203,9 @@ def test_rule_step_reports_the_chosen_runs_evaluation(results, tmp_path):
     )
     card = (out / "README.md").read_text()
     assert "| Test SRCC | 0.8123 |" in card and "0.5111" not in card and "0.6222" not in card
+    # Made by the workflow: its licence is set in the config, not with `leaf export`.
+    assert "exported them with the workflow config key `deploy.licence`." in card
+    assert "--license" not in card
 
 
 def test_label_free_card_says_the_teacher_scale(folder):
@@ -192,7 +213,10 @@ def test_label_free_card_says_the_teacher_scale(folder):
     config["calibration"] = {"scale": "teacher", "mos_mean": None, "mos_std": None}
     config["provenance"] = {**config["provenance"], "ratio": 0.0, "teacher": {}}
     config["provenance"]["config"]["dataset"]["adapter"] = "koniq10k"
+    del config["provenance"]["n_select"], config["provenance"]["selection"]
     card = render_card(config, None)
+    assert "| selection | a single run (no selection among runs) |" in card
+    assert "0.7012 (n not recorded) |" in card
     assert "the **teacher's** level-value scale" in card and "**not** MOS" in card
     assert "| MOS ratio | 0 (label-free: distilled from the teacher alone) |" in card
     assert "| dataset | KonIQ-10k | check the source |" in card

@@ -184,7 +184,7 @@ def test_core_install_alone_scores_images(models, tmp_path):
 
     project = tmp_path / "project"  # a copy: the build writes into the source tree
     shutil.copytree(ROOT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE", "NOTICE"):
         shutil.copy(ROOT / name, project / name)
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONNOUSERSITE": "1"}
     env.pop("PYTHONPATH", None)
@@ -208,6 +208,14 @@ def test_core_install_alone_scores_images(models, tmp_path):
         env=env,
     )
     assert where.stdout.strip().startswith(str(venv)), where.stdout  # the installed copy
+    # Project metadata: the code's licence as an SPDX expression, with its files (PEP 639).
+    show = (
+        "from importlib.metadata import files, metadata; "
+        "print(metadata('leaf-iqa')['License-Expression']); "
+        "print(sorted(f.name for f in files('leaf-iqa') if f.parent.name == 'licenses'))"
+    )
+    meta = subprocess.run([str(python), "-c", show], capture_output=True, text=True, env=env)
+    assert meta.stdout.split("\n")[:2] == ["Apache-2.0", "['LICENSE', 'NOTICE']"], meta
 
     # The command line too: `leaf predict` with CSV output needs nothing more; Parquet output
     # names the extra that installs pyarrow.

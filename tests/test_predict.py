@@ -285,9 +285,9 @@ def test_best_is_chosen_by_select_part_srcc_never_test():
         {"stage": "calibrate", "ratio": 0.3, "seed": 1, "select_srcc": 0.80, "select_mse": 0.3},
         {"stage": "distill", "ratio": 0.0, "seed": 0, "select_srcc": None},
     ]  # fmt: skip
-    assert pick_best(candidates) == 2  # best SRCC, tie broken by the lower MSE
+    assert pick_best(candidates, 0.3) == 2  # best SRCC, tie broken by the lower MSE
     with pytest.raises(ArtifactError, match="no calibrated candidate"):
-        pick_best(candidates[3:])
+        pick_best(candidates[3:], 0.3)
 
 
 def test_leaf_version_is_the_installed_package_version(capsys):

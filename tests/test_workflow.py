@@ -122,6 +122,11 @@ def test_figures_and_report(finished_run):
     names = ("table1.csv", "table3.csv", "table4.csv", "fig2.png", "fig4.png", "training_curves")
     for name in names:
         assert name in report, f"{name} missing from the report"
+    # The deploy selection (rule all builds it): the seeds' runs at the largest ratio, 0.3.
+    assert '"Deploy": {"Other": ["results/demo/deploy/selection.csv"]}' in report
+    selection = pd.read_csv(results / "demo" / "deploy" / "selection.csv")
+    assert list(selection["seed"]) == [0, 1] and set(selection["ratio"]) == {0.3}
+    assert selection["chosen"].sum() == 1 and (selection["n_select"] > 0).all()
     # The generated fig2 caption (residuals, PLCC) is included in the report's caption.
     assert "mean absolute residual" in report.lower() or "residual" in report
 
@@ -213,6 +218,7 @@ def test_model_folder_reports_the_chosen_runs_test_scores(finished_run):
     deploy = finished_run / "results" / "demo" / "deploy"
     provenance = json.loads((deploy / "best-hf" / "config.json").read_text())["provenance"]
     assert provenance["selection"]["chosen"] and provenance["teacher"]["name"] == "BRISQUE"
+    assert provenance["ratio"] == provenance["selection"]["ratio"] == 0.3  # deploy.ratio: null
     plan = e2e_plan()
     evaluation = plan.eval_file(
         "demo",

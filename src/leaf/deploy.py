@@ -28,12 +28,14 @@ antialiased; skipped when equal) and a centre crop of ``image_size``
 (:class:`leaf.student.eval_inputs.EvalTransform`).
 
 Workflow steps: :func:`deploy_step` (rule ``deploy``: one artifact per seed and ratio) and
-:func:`deploy_best_step` (rule ``deploy_best``: the candidate with the best SRCC on the
-*select part* of its MOS subset, never a test score; docs/design.md defines the parts).
+:func:`deploy_best_step` (rule ``deploy_best``: among the runs of one MOS ratio, the one with
+the best SRCC on the *select part* of its MOS subset, never a test score; docs/design.md defines
+the parts).
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 import platform
@@ -45,7 +47,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from leaf.atomic_io import torch_save_atomic
+from leaf.atomic_io import atomic_path, torch_save_atomic
 from leaf.hashing import canonical_hash, plain
 from leaf.metrics import finite_or_none
 from leaf.student.backbones import create_backbone, timm_module
@@ -373,6 +375,21 @@ def deploy_step(
     )
 
 
+SELECTION_CRITERION = (
+    "max select_srcc (held-out select part of the MOS subset), then min select_mse, among the "
+    "runs of one MOS ratio; test scores are not used"
+)
+SELECTION_COLUMNS = (
+    "artifact",
+    "seed",
+    "ratio",
+    "select_srcc",
+    "select_mse",
+    "n_select",
+    "chosen",
+)
+
+
 def _selection_key(provenance: dict[str, Any]) -> tuple[float, float]:
     """Higher select SRCC first, then lower select MSE (missing values rank last)."""
     srcc = provenance.get("select_srcc")
@@ -383,51 +400,102 @@ def _selection_key(provenance: dict[str, Any]) -> tuple[float, float]:
     )
 
 
-def pick_best(candidates: Sequence[dict[str, Any]]) -> int:
-    """Index of the best candidate provenance by its select-part SRCC (``select_srcc``; ties to
-    the lower ``select_mse``, then to the earlier candidate). Only calibrated candidates (ratio >
-    0) with a select-part SRCC qualify; test scores are never looked at. Raises
-    :class:`ArtifactError` when none qualifies."""
+def at_ratio(provenance: dict[str, Any], ratio: float) -> bool:
+    """True for a calibrated run (stage ``calibrate``) at MOS ratio ``ratio`` (> 0)."""
+    return provenance.get("stage") == "calibrate" and math.isclose(
+        float(provenance.get("ratio", 0)), float(ratio)
+    )
+
+
+def pick_best(candidates: Sequence[dict[str, Any]], ratio: float) -> int:
+    """Index of the best candidate provenance among the calibrated runs at MOS ratio ``ratio``,
+    by its select-part SRCC (``select_srcc``; ties to the lower ``select_mse``, then to the
+    earlier candidate).
+
+    Only one ratio is compared: runs at different ratios have select parts of different sizes
+    (a 10 % run's SRCC may rest on 5 images, a 30 % run's on 15), so their select SRCCs are not
+    like for like. Candidates at other ratios, distilled ones and ones without a select-part
+    SRCC are passed over; test scores are never looked at. Raises :class:`ArtifactError` when
+    none qualifies."""
+    if not float(ratio) > 0:
+        raise ArtifactError(f"the deploy ratio must be > 0 (a calibrated run), not {ratio}")
     eligible = [
         index
         for index, provenance in enumerate(candidates)
-        if provenance.get("stage") == "calibrate"
-        and float(provenance.get("ratio", 0)) > 0
-        and provenance.get("select_srcc") is not None
+        if at_ratio(provenance, ratio) and provenance.get("select_srcc") is not None
     ]
     if not eligible:
         raise ArtifactError(
-            "no calibrated candidate (ratio > 0) has a select-part SRCC to choose by"
+            f"no calibrated candidate at MOS ratio {ratio:g} has a select-part SRCC to choose by"
         )
     return max(eligible, key=lambda index: (_selection_key(candidates[index]), -index))
 
 
-def deploy_best_step(candidates: Sequence[str], artifact: str) -> None:
-    """Rule ``deploy_best``: copy the candidate artifact chosen by :func:`pick_best` to
-    ``artifact``, recording the selection (criterion and every candidate's score)."""
+def selection_record(
+    names: Sequence[str], provenances: Sequence[dict[str, Any]], ratio: float, best: int
+) -> dict[str, Any]:
+    """What :func:`deploy_best_step` stores as ``provenance["selection"]``: the criterion, the
+    MOS ratio, the chosen artifact and one row per run compared (the calibrated candidates at
+    ``ratio``; columns :data:`SELECTION_COLUMNS`: artifact name, seed, ratio, select SRCC,
+    select MSE in standardised MOS units, number of select images, chosen)."""
+    rows = [
+        {
+            "artifact": name,
+            "seed": provenance.get("seed"),
+            "ratio": provenance.get("ratio"),
+            "select_srcc": provenance.get("select_srcc"),
+            "select_mse": provenance.get("select_mse"),
+            "n_select": provenance.get("n_select"),
+            "chosen": index == best,
+        }
+        for index, (name, provenance) in enumerate(zip(names, provenances, strict=True))
+        if at_ratio(provenance, ratio)
+    ]
+    return {
+        "criterion": SELECTION_CRITERION,
+        "ratio": float(ratio),
+        "chosen": names[best],
+        "candidates": rows,
+    }
+
+
+def write_selection_csv(selection: dict[str, Any], path: str | Path) -> None:
+    """The compared runs of a :func:`selection_record` as a CSV table (columns
+    :data:`SELECTION_COLUMNS`, empty cells for missing values), written atomically."""
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=SELECTION_COLUMNS)
+        writer.writeheader()
+        for row in selection["candidates"]:
+            writer.writerow(
+                {key: "" if row[key] is None else row[key] for key in SELECTION_COLUMNS}
+            )
+
+
+def deploy_best_step(
+    candidates: Sequence[str], artifact: str, ratio: float, selection: str | None = None
+) -> None:
+    """Rule ``deploy_best``: copy the candidate artifact chosen by :func:`pick_best` among the
+    runs at MOS ratio ``ratio`` to ``artifact``, recording the selection
+    (:func:`selection_record`) in its provenance and, when ``selection`` is given, as a CSV
+    table there (:func:`write_selection_csv`; the workflow report shows it)."""
     artifacts = [read_artifact(path) for path in candidates]
     provenances = [item["provenance"] for item in artifacts]
-    best = pick_best(provenances)
+    best = pick_best(provenances, ratio)
+    names = [Path(path).name for path in candidates]
+    skipped = [name for name, p in zip(names, provenances, strict=True) if not at_ratio(p, ratio)]
+    if skipped:
+        log.warning("not compared (not a calibrated run at ratio %g): %s", ratio, skipped)
+    record = selection_record(names, provenances, ratio, best)
     chosen = artifacts[best]
-    chosen["provenance"]["selection"] = {
-        "criterion": "max select_srcc (held-out select part of the MOS subset), then min "
-        "select_mse; test scores are not used",
-        "chosen": Path(candidates[best]).name,
-        "candidates": [
-            {
-                "artifact": Path(path).name,
-                "seed": provenance.get("seed"),
-                "ratio": provenance.get("ratio"),
-                "select_srcc": provenance.get("select_srcc"),
-                "select_mse": provenance.get("select_mse"),
-            }
-            for path, provenance in zip(candidates, provenances, strict=True)
-        ],
-    }
+    chosen["provenance"]["selection"] = record
     save_artifact(chosen, artifact)
+    if selection is not None:
+        write_selection_csv(record, selection)
     log.info(
-        "best of %d candidates: %s (select SRCC %.4f)",
-        len(candidates),
+        "best of %d runs at MOS ratio %g: %s (select SRCC %.4f on %s select images)",
+        len(record["candidates"]),
+        ratio,
         candidates[best],
         provenances[best]["select_srcc"],
+        provenances[best].get("n_select", "?"),
     )

@@ -499,10 +499,53 @@ class Plan:
         return sorted(ratios)
 
     def configured_targets(self) -> list[str]:
-        """Every table and figure that has a (non-null) ``tables`` entry, and the training
-        curves of the main runs (when a benchmark table, table1 or table2, is configured)."""
+        """Every table and figure that has a (non-null) ``tables`` entry, the training curves
+        of the main runs (when a benchmark table, table1 or table2, is configured) and the
+        deploy selection of every benchmark dataset (when a ratio > 0 is trained)."""
         targets = [f"{self.results}/{t}.csv" for t in TABLES if t in self.tables]
         targets += [f"{self.results}/{f}.png" for f in FIGURES if f in self.tables]
         if "table1" in self.tables or "table2" in self.tables:
             targets.append(f"{self.results}/training_curves.png")
+        if any(float(r) > 0 for r in self.ratios):
+            self.deploy_ratio()  # refuses a deploy.ratio whose runs are not trained
+            targets += [self.deploy_selection_file(d) for d in self.benchmark_datasets()]
         return targets
+
+    # --- deployment -----------------------------------------------------------------------
+    def benchmark_datasets(self) -> list[str]:
+        """The datasets of table1 and table2, in order, each once."""
+        names = [
+            d for t in ("table1", "table2") for d in self.tables.get(t, {}).get("datasets", [])
+        ]
+        return list(dict.fromkeys(names))
+
+    def deploy_ratio(self) -> float:
+        """The MOS ratio whose calibrated runs rule ``deploy_best`` compares: ``deploy.ratio``,
+        or when that is null the largest ratio > 0 of ``calibration.ratios``. Runs at different
+        ratios are not compared (their select parts differ in size). Raises
+        :class:`~leaf.config_checks.ConfigError` when the ratio is not one of
+        ``calibration.ratios`` (its runs are not trained) or none is > 0."""
+        trained = [float(r) for r in self.ratios if float(r) > 0]
+        chosen = (self.config.get("deploy") or {}).get("ratio")
+        if chosen is None:
+            if not trained:
+                raise ConfigError(
+                    "calibration.ratios has no ratio > 0: there is no calibrated run to deploy"
+                )
+            return max(trained)
+        if float(chosen) not in trained:
+            raise ConfigError(
+                f"deploy.ratio is {chosen}, which is not a ratio > 0 of calibration.ratios "
+                f"({self.ratios}): its runs are not trained"
+            )
+        return float(chosen)
+
+    def deploy_runs(self) -> list[tuple[int, str]]:
+        """(seed, ratio label) of the runs ``deploy_best`` compares: every seed at
+        :meth:`deploy_ratio`."""
+        ratio = ratio_label(self.deploy_ratio())
+        return [(seed, ratio) for seed in self.seeds]
+
+    def deploy_selection_file(self, dataset: str) -> str:
+        """The table of the runs ``deploy_best`` compared for ``dataset`` and the one chosen."""
+        return f"{self.results}/{dataset}/deploy/selection.csv"

@@ -18,7 +18,9 @@ stage or chosen epoch) is refused.
 Licences are looked up in small tables of known datasets and teacher models
 (:data:`DATASET_LICENCES`, :data:`TEACHER_LICENCES`, as their pages state them); anything else
 is listed with "check the source". The licence of the exported weights themselves is the
-publisher's choice (``license``, default ``other``).
+publisher's choice, default ``other``: ``leaf export --format hf --license`` (:data:`CLI_LICENCE`)
+or, for the workflow's ``deploy/best-hf``, the config key ``deploy.licence``
+(:data:`WORKFLOW_LICENCE`); the card names where it was set.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ RELOAD_TOLERANCE = 1e-6
 CHECK_IMAGES = 4
 NOT_AVAILABLE = "not available"
 CHECK_SOURCE = "check the source"
+# Where the licence of the exported weights was set, as the card names it.
+CLI_LICENCE = "the `--license` option of `leaf export --format hf`"
+WORKFLOW_LICENCE = "the workflow config key `deploy.licence`"
 
 
 @dataclass(frozen=True)
@@ -272,13 +277,27 @@ def _scale_text(config: dict[str, Any]) -> str:
     )
 
 
+def select_text(srcc: Any, n_select: Any) -> str:
+    """A select-part SRCC with the number of select images it rests on, e.g. "0.7012 (n = 15
+    select images)"."""
+    n_text = "n not recorded" if n_select is None else f"n = {int(n_select)} select images"
+    return f"{_number(srcc)} ({n_text})"
+
+
 def _selection_text(provenance: dict[str, Any]) -> str:
     selection = provenance.get("selection")
     if not selection:
         return "a single run (no selection among runs)"
-    return (
-        f"chosen among {len(selection.get('candidates', []))} calibrated runs by "
-        f"{selection.get('criterion')}"
+    runs = selection.get("candidates", [])
+    ratio = selection.get("ratio")
+    where = f" at MOS ratio {float(ratio):g}" if ratio is not None else ""
+    compared = "; ".join(
+        f"seed {run.get('seed')}: {select_text(run.get('select_srcc'), run.get('n_select'))}"
+        + (" (chosen)" if run.get("chosen") else "")
+        for run in runs
+    )
+    return f"chosen among {len(runs)} calibrated runs{where} by {selection.get('criterion')}" + (
+        f". Select SRCC of each: {compared}" if compared else ""
     )
 
 
@@ -292,9 +311,16 @@ def _licence_rows(config: dict[str, Any]) -> list[tuple[str, Licence]]:
     return rows
 
 
-def render_card(config: dict[str, Any], metrics: dict | None, licence: str = "other") -> str:
+def render_card(
+    config: dict[str, Any],
+    metrics: dict | None,
+    licence: str = "other",
+    licence_source: str = CLI_LICENCE,
+) -> str:
     """The README.md model card of a model folder's ``config`` (:mod:`leaf.model_folder`),
-    with the test ``metrics`` of its run (:func:`read_evaluation`; None: not available)."""
+    with the test ``metrics`` of its run (:func:`read_evaluation`; None: not available).
+    ``licence`` is the weights' licence id, ``licence_source`` where it was set
+    (:data:`CLI_LICENCE` or :data:`WORKFLOW_LICENCE`)."""
     provenance = config["provenance"]
     teacher = provenance.get("teacher") or {}
     dataset = provenance.get("dataset", "unknown")
@@ -366,8 +392,8 @@ def render_card(config: dict[str, Any], metrics: dict | None, licence: str = "ot
         f"| student | {config['architecture']}, {provenance.get('mode', 'head')} mode, "
         f"stage {provenance.get('stage')}, chosen epoch "
         f"{_text(provenance.get('chosen_epoch'))} |",
-        "| select SRCC (held-out part of the MOS subset) | "
-        f"{_number(provenance.get('select_srcc'))} |",
+        "| select SRCC (held-out select part of the MOS subset; chose the epoch and the run) | "
+        f"{select_text(provenance.get('select_srcc'), provenance.get('n_select'))} |",
         f"| config hash | `{provenance.get('config_hash')}` |",
         "",
         "## Evaluation (test split)",
@@ -384,8 +410,8 @@ def render_card(config: dict[str, Any], metrics: dict | None, licence: str = "ot
         "|---|---|---|---|",
         *licence_lines,
         "",
-        f"Licence of these weights: `{licence}`, set by whoever exported them "
-        "(`leaf export --license`). They are derived from everything above: check each licence "
+        f"Licence of these weights: `{licence}`, set by whoever exported them with "
+        f"{licence_source}. They are derived from everything above: check each licence "
         "before you use or share them, in particular where it says to check the source.",
         "",
         "## Intended use",
@@ -444,12 +470,14 @@ def export_model_folder(
     out_dir: str | Path,
     evaluation: str | Path | None = None,
     licence: str = "other",
+    licence_source: str = CLI_LICENCE,
 ) -> FolderExport:
     """Write the model folder of the artifact ``model`` into ``out_dir``: ``model.safetensors``,
-    ``config.json`` and the ``README.md`` card. ``evaluation`` is the run's test metrics JSON
-    (None: :func:`default_evaluation`, or "not available"). The folder is reloaded and must give
-    the artifact's scores within :data:`RELOAD_TOLERANCE`, else the files are removed and
-    :class:`leaf.export.ExportMismatchError` is raised."""
+        ``config.json`` and the ``README.md`` card. ``evaluation`` is the run's test metrics JSON
+        (None: :func:`default_evaluation`, or "not available"); ``licence`` and ``licence_source``
+    go to the card (:func:`render_card`). The folder is reloaded and must give
+        the artifact's scores within :data:`RELOAD_TOLERANCE`, else the files are removed and
+        :class:`leaf.export.ExportMismatchError` is raised."""
     from leaf.export import ExportMismatchError
 
     artifact = read_artifact(model)
@@ -460,7 +488,7 @@ def export_model_folder(
     paths["card"] = Path(out_dir) / CARD_FILE
     config = json.loads(paths["config"].read_text())
     with atomic_path(paths["card"]) as tmp:
-        tmp.write_text(render_card(config, metrics, licence))
+        tmp.write_text(render_card(config, metrics, licence, licence_source))
     difference = reload_difference(student, out_dir, CHECK_IMAGES)
     if not difference <= RELOAD_TOLERANCE:
         for path in paths.values():
@@ -477,7 +505,8 @@ def model_folder_step(
 ) -> None:
     """Rule ``model_folder``: :func:`export_model_folder` of the deployed ``artifact`` into the
     folder of ``weights``/``config``/``card``, with the test metrics of its run taken from
-    ``evaluations`` (:func:`matching_evaluation`)."""
+    ``evaluations`` (:func:`matching_evaluation`) and ``licence`` from the config key
+    ``deploy.licence``."""
     out_dir = Path(weights).parent
     if {Path(config).parent, Path(card).parent} != {out_dir}:
         raise ValueError("model.safetensors, config.json and README.md must share one folder")
@@ -487,7 +516,7 @@ def model_folder_step(
         log.warning(
             "no evaluation file of this run among %d: test scores not available", len(evaluations)
         )
-    export_model_folder(artifact, out_dir, evaluation, licence)
+    export_model_folder(artifact, out_dir, evaluation, licence, WORKFLOW_LICENCE)
 
 
 def run_model_folder_export(

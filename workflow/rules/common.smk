@@ -177,16 +177,6 @@ def student_model(wildcards):
     )
 
 
-def calibrated_runs():
-    """(seed, ratio) of every calibrated run (ratio > 0): the candidates of deploy_best."""
-    return [
-        (seed, ratio)
-        for seed in config["seeds"]
-        for ratio in config["calibration"]["ratios"]
-        if float(ratio) > 0
-    ]
-
-
 def main_student_model(wildcards):
     """The student of the main teacher and stage-1 variant (what deploy packages)."""
     return PLAN.student_model(

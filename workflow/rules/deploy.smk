@@ -1,9 +1,13 @@
 # Deployment: each student as a self-contained artifact (backbone + head weights, preprocessing,
 # MOS calibration, provenance) for `leaf predict` / `leaf export`, and the best calibrated one.
 #
-# Default target of a dataset: results/{dataset}/deploy/best.leaf.pt, the calibrated student
-# (seed, ratio > 0) with the best SRCC on the held-out select part of its MOS subset (the score
-# its calibrate checkpoint kept its epoch by); test scores are never used to choose.
+# results/{dataset}/deploy/best.leaf.pt: among the calibrated students of one MOS ratio
+# (deploy.ratio, default the largest of calibration.ratios; one run per seed), the one with the
+# best SRCC on the held-out select part of its MOS subset (the score its calibrate checkpoint
+# kept its epoch by); test scores are never used to choose. Runs at different ratios are not
+# compared: their select parts differ in size. selection.csv beside it lists the runs compared
+# (select SRCC, select n) and the chosen one; `rule all` builds it for the benchmark datasets
+# (table1/table2), so the report shows it (category "Deploy").
 # Next to it, results/{dataset}/deploy/best-hf/ is the same model as a folder to share
 # (model.safetensors, config.json, README.md model card with its run's test SRCC/PLCC).
 
@@ -56,19 +60,27 @@ rule deploy:
 
 rule deploy_best:
     input:
-        # Every calibrated run (seed x ratio > 0) of the configured backbone.
+        # The calibrated run of every seed at the deploy ratio, of the configured backbone.
         candidates=lambda wc: [
-            f"{RESULTS}/{wc.dataset}/deploy/{BACKBONE}_seed{seed}_ratio{ratio_label(ratio)}.leaf.pt"
-            for seed, ratio in calibrated_runs()
+            f"{RESULTS}/{wc.dataset}/deploy/{BACKBONE}_seed{seed}_ratio{ratio}.leaf.pt"
+            for seed, ratio in PLAN.deploy_runs()
         ],
     output:
         artifact=f"{RESULTS}/{{dataset}}/deploy/best.leaf.pt",
+        selection=report(
+            f"{RESULTS}/{{dataset}}/deploy/selection.csv",
+            caption="../report/deploy_selection.rst",
+            category="Deploy",
+            labels={"dataset": "{dataset}", "table": "deploy selection"},
+        ),
     log:
         f"{RESULTS}/logs/{{dataset}}/deploy/best.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/deploy/best.tsv"
     conda:
         "../envs/student.yaml"
+    params:
+        ratio=lambda wc: PLAN.deploy_ratio(),
     script:
         "../scripts/deploy_best.py"
 
@@ -76,11 +88,11 @@ rule deploy_best:
 rule model_folder:
     input:
         artifact=rules.deploy_best.output.artifact,
-        # The test metrics of every candidate run (as deploy_best's candidates); the card
-        # reports the chosen run's (leaf.model_card.matching_evaluation).
+        # The test metrics of every run deploy_best compared; the card reports the chosen
+        # run's (leaf.model_card.matching_evaluation).
         evaluations=lambda wc: [
             PLAN.eval_file(wc.dataset, BACKBONE, TEACHER_HASH, VARIANT, seed, ratio)
-            for seed, ratio in calibrated_runs()
+            for seed, ratio in PLAN.deploy_runs()
         ],
     output:
         weights=f"{RESULTS}/{{dataset}}/deploy/best-hf/model.safetensors",
