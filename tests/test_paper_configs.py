@@ -29,8 +29,13 @@ from leaf.experiments import merged_config
 PAPER = ROOT / "config" / "paper"
 PROTOCOL = PAPER / "protocol.yaml"
 QBENCH = ROOT / "config" / "agiqa3k_qbench.yaml"
-# dataset -> the paper table it belongs to (AIGC: table1, UGC: table2)
-PAPER_TABLE = {"agiqa3k": "table1", "aigiqa20k": "table1", "koniq10k": "table2", "spaq": "table2"}
+# dataset -> the `tables` key and file of the paper table it belongs to (AIGC: table1, UGC: table2)
+PAPER_TABLE = {
+    "agiqa3k": ("aigc_comparison", "table1"),
+    "aigiqa20k": ("aigc_comparison", "table1"),
+    "koniq10k": ("ugc_comparison", "table2"),
+    "spaq": ("ugc_comparison", "table2"),
+}
 N_SEEDS, N_RATIOS = 5, 3
 
 
@@ -79,8 +84,8 @@ def test_paper_config_prepares_splits_and_plans_its_table(dataset, tmp_path):
     assert (student["full"]["crop"], student["full"]["resize"]) == (224, 256)
     assert len(config["seeds"]) == N_SEEDS and config["calibration"]["ratios"] == [0, 0.1, 0.3]
     assert config["datasets"][dataset]["root"] == f"data/{dataset}"  # documented placeholder
-    table = PAPER_TABLE[dataset]
-    assert config["tables"][table]["datasets"] == [dataset]
+    key, table = PAPER_TABLE[dataset]
+    assert config["tables"][key]["datasets"] == [dataset]
 
     labels = tiny_dataset(dataset, tmp_path / "data" / dataset)
     override = write_override(
@@ -156,7 +161,9 @@ def qbench_override(tmp_path: Path) -> Path:
             "Q-Bench ensemble": {"import": {"path": [str(two), str(three)]}},
         },
         "tables": {
-            "table4": {"teachers": ["mPLUG-Owl", "LLaVA-1.5", "Qwen-VL", "Q-Bench ensemble"]}
+            "teacher_backbone_grid": {
+                "teachers": ["mPLUG-Owl", "LLaVA-1.5", "Qwen-VL", "Q-Bench ensemble"]
+            }
         },
     }
     return write_override(tmp_path / "override.yaml", settings)
