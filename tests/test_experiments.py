@@ -71,9 +71,9 @@ def test_a_teacher_listed_twice_is_an_error(demo_config):
         configured_teachers(demo_config)
 
 
-def test_table1_rows_cover_teacher_leaf_and_cft(demo_config):
+def test_aigc_comparison_rows_cover_teacher_leaf_and_cft(demo_config):
     plan = Plan(demo_config)
-    rows = plan.table_rows("table1")
+    rows = plan.table_rows("aigc_comparison")
     settings = [row["setting"] for _, row in rows]
     n_seeds, ratios = len(demo_config["seeds"]), demo_config["calibration"]["ratios"]
     assert settings.count("teacher zero-shot") == 1
@@ -85,8 +85,8 @@ def test_table1_rows_cover_teacher_leaf_and_cft(demo_config):
     assert leaf_file.endswith("_ratio0.1.json")
 
 
-def test_table3_has_the_five_ablation_rows_on_distinct_files(demo_config):
-    rows = Plan(demo_config).table_rows("table3")
+def test_stage1_ablation_has_the_five_rows_on_distinct_files(demo_config):
+    rows = Plan(demo_config).table_rows("stage1_ablation")
     names = list(dict.fromkeys(row["setting"] for _, row in rows))
     assert names == ["CFT-only", *(name for name, _ in ABLATION_ROWS)]
     files = [path for path, _ in rows]
@@ -94,7 +94,7 @@ def test_table3_has_the_five_ablation_rows_on_distinct_files(demo_config):
     assert {row["ratio"] for _, row in rows} == {0.1}
 
 
-def test_table3_needs_pair_judgments(demo_config):
+def test_stage1_ablation_needs_pair_judgments(demo_config):
     demo_config["teacher"] = {
         "backend": "import",
         "levels": {"words": ["good", "poor"], "values": [1, 0]},
@@ -102,12 +102,12 @@ def test_table3_needs_pair_judgments(demo_config):
         "import": {"path": "x.json"},
     }
     with pytest.raises(ConfigError, match="point-only"):
-        Plan(demo_config).table_rows("table3")
+        Plan(demo_config).table_rows("stage1_ablation")
 
 
-def test_table4_is_the_teacher_by_backbone_grid(demo_config):
+def test_teacher_backbone_grid_crosses_teachers_and_backbones(demo_config):
     plan = Plan(demo_config)
-    rows = plan.table_rows("table4")
+    rows = plan.table_rows("teacher_backbone_grid")
     cells = {(row["teacher"], row["backbone"]) for _, row in rows if row["backbone"]}
     assert cells == {
         (teacher, backbone)
@@ -118,37 +118,49 @@ def test_table4_is_the_teacher_by_backbone_grid(demo_config):
     assert zero_shot == ["BRISQUE", "BRISQUE-sharp"]
 
 
-def test_table4_unknown_teacher_is_named(demo_config):
-    demo_config["tables"]["table4"]["teachers"] = ["BRISQUE", "InternVL"]
-    with pytest.raises(ConfigError, match="tables.table4.teachers names the teacher 'InternVL'"):
-        Plan(demo_config).table_rows("table4")
+def test_grid_unknown_teacher_is_named(demo_config):
+    demo_config["tables"]["teacher_backbone_grid"]["teachers"] = ["BRISQUE", "InternVL"]
+    with pytest.raises(
+        ConfigError, match="tables.teacher_backbone_grid.teachers names the teacher 'InternVL'"
+    ):
+        Plan(demo_config).table_rows("teacher_backbone_grid")
 
 
-@pytest.mark.parametrize("target", ["table2", "table3", "table4", "fig2", "fig4"])
-def test_requesting_an_unconfigured_target_names_the_key(demo_config, target):
+@pytest.mark.parametrize(
+    ("target", "file"),
+    [
+        ("ugc_comparison", "table2"),
+        ("stage1_ablation", "table3"),
+        ("teacher_backbone_grid", "table4"),
+        ("teacher_vs_mos", "fig2"),
+        ("mos_ratio_curve", "fig4"),
+    ],
+)
+def test_requesting_an_unconfigured_target_names_the_key(demo_config, target, file):
     demo_config["tables"][target] = None
     plan = Plan(demo_config)
-    with pytest.raises(ConfigError, match=rf"`tables.{target}` is not in the config"):
-        if target.startswith("table"):
+    message = rf"results/{file} was requested but `tables.{target}` is not in the config"
+    with pytest.raises(ConfigError, match=message):
+        if file.startswith("table"):
             plan.table_rows(target)
-        elif target == "fig2":
+        elif target == "teacher_vs_mos":
             plan.fig2_spec()
         else:
             plan.fig4_rows()
-    assert not any(target in path for path in plan.configured_targets())
+    assert not any(f"/{file}." in path for path in plan.configured_targets())
 
 
 def test_all_ratios_include_every_configured_target(demo_config):
     plan = Plan(demo_config)
     assert plan.all_ratios() == [0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0]
-    demo_config["tables"]["fig4"] = None
+    demo_config["tables"]["mos_ratio_curve"] = None
     assert Plan(demo_config).all_ratios() == [0.0, 0.1, 0.3]
 
 
 def test_fig4_rows_span_the_ratios_with_cft_above_zero(demo_config):
     dataset, leaf_rows, cft_rows = Plan(demo_config).fig4_rows()
     assert dataset == "demo"
-    ratios = demo_config["tables"]["fig4"]["ratios"]
+    ratios = demo_config["tables"]["mos_ratio_curve"]["ratios"]
     assert len(leaf_rows) == len(ratios) * len(demo_config["seeds"])
     assert {row["ratio"] for _, row in cft_rows} == {r for r in ratios if r > 0}
 
@@ -161,9 +173,9 @@ def test_training_curves_follow_the_benchmark_tables(demo_config):
     assert stages.count("calibrate") == len(plan.seeds) * 2  # ratios 0.1 and 0.3
     assert all(path.endswith(".history.csv") for path, _ in runs)
     assert any(path.endswith("training_curves.png") for path in plan.configured_targets())
-    # The UGC paper configs have only table2: its first dataset is shown.
-    demo_config["tables"]["table1"] = None
-    demo_config["tables"]["table2"]["datasets"] = ["other", "demo"]
+    # The UGC paper configs have only the UGC comparison (table 2): its first dataset is shown.
+    demo_config["tables"]["aigc_comparison"] = None
+    demo_config["tables"]["ugc_comparison"]["datasets"] = ["other", "demo"]
     assert Plan(demo_config).training_histories()[0] == "other"
-    demo_config["tables"]["table2"] = None
+    demo_config["tables"]["ugc_comparison"] = None
     assert not any("training_curves" in path for path in Plan(demo_config).configured_targets())

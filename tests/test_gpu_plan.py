@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from workflow_helpers import ROOT, planned_job_resources
+from workflow_helpers import ROOT, planned_job_resources, shipped_config_sets
 
 from leaf.experiments import Plan, merged_config
 from leaf.teacher.presets import PRESETS
@@ -25,33 +25,15 @@ from leaf.teacher.presets import PRESETS
 pytestmark = pytest.mark.slow
 
 CONFIG = ROOT / "config"
-PAPER = CONFIG / "paper"
 PROFILES = sorted(p for p in (ROOT / "workflow" / "profiles").iterdir() if p.is_dir())
 SHARED = (ROOT / ".." / "shared").resolve()
 STUDENT_STAGES = {"distill", "calibrate", "calibrate_cft", "evaluate", "evaluate_cft"}
 TEACHER_SHARDS = {"teacher_point", "teacher_pair"}
-PAPER_DATASETS = ("agiqa3k", "aigiqa20k", "koniq10k", "spaq")
-
-
-def config_sets() -> dict[str, list[Path]]:
-    """Every shipped config (each layered over config/config.yaml, as the docs say)."""
-    sets: dict[str, list[Path]] = {"demo": []}
-    for path in sorted(CONFIG.glob("*.yaml")):
-        if path.name != "config.yaml":
-            sets[path.stem] = [path]
-    for dataset in PAPER_DATASETS:
-        sets[f"paper/{dataset}"] = [PAPER / "protocol.yaml", PAPER / f"{dataset}.yaml"]
-    sets["paper/all"] = [
-        PAPER / "protocol.yaml",
-        *(PAPER / f"{dataset}.yaml" for dataset in PAPER_DATASETS),
-        PAPER / "all.yaml",
-    ]
-    return sets
 
 
 def test_every_config_file_is_planned():
-    """A new config under config/ is picked up by config_sets (none is forgotten)."""
-    planned = {path for files in config_sets().values() for path in files}
+    """A new config under config/ is picked up by shipped_config_sets (none is forgotten)."""
+    planned = {path for files in shipped_config_sets().values() for path in files}
     shipped = {p for p in CONFIG.rglob("*.yaml") if p.name != "config.yaml"}
     assert shipped <= planned, shipped - planned
 
@@ -79,9 +61,9 @@ def expected_gpus(rule: str, wildcards: dict[str, str], config: dict, plan: Plan
 
 
 @pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.name)
-@pytest.mark.parametrize("name", sorted(config_sets()))
+@pytest.mark.parametrize("name", sorted(shipped_config_sets()))
 def test_gpu_jobs_ask_for_gpus_and_no_other_job_does(name, profile):
-    files = config_sets()[name]
+    files = shipped_config_sets()[name]
     if reads_shared(files) and not SHARED.is_dir():
         pytest.skip(f"{name} reads ../shared, which is absent")
     config = merged_config([CONFIG / "config.yaml", *files])

@@ -1,10 +1,11 @@
-"""The ready-to-run configs: config/paper/*.yaml (GPU protocol) and config/agiqa3k_qbench.yaml
-(real MLLM judgments on CPU) against tiny datasets in each benchmark's real file format.
+"""The ready-to-run configs: config/paper/*.yaml (GPU protocol), config/agiqa3k_*.yaml (real
+data on CPU) against tiny datasets in each benchmark's real file format.
 
 Each paper dataset config (over config/paper/protocol.yaml) runs its real ``prepare`` and
 ``split`` jobs on the tiny dataset (label file copied from tests/fixtures/<dataset>/, images
 generated here), then must plan its whole table DAG in a dry run; all four together with
-config/paper/all.yaml must plan every table and figure.
+config/paper/all.yaml must plan every table and figure. Every shipped config runs the jobs up
+to the split of each dataset its ``rule all`` reaches (the demo's included).
 """
 
 from __future__ import annotations
@@ -19,18 +20,25 @@ from workflow_helpers import (
     LABEL_FILES,
     ROOT,
     planned_jobs,
+    shipped_config_sets,
     snakemake,
     tiny_dataset,
     write_override,
 )
 
-from leaf.experiments import merged_config
+from leaf.config_checks import teacher_sections
+from leaf.experiments import Plan, merged_config
 
 PAPER = ROOT / "config" / "paper"
 PROTOCOL = PAPER / "protocol.yaml"
 QBENCH = ROOT / "config" / "agiqa3k_qbench.yaml"
-# dataset -> the paper table it belongs to (AIGC: table1, UGC: table2)
-PAPER_TABLE = {"agiqa3k": "table1", "aigiqa20k": "table1", "koniq10k": "table2", "spaq": "table2"}
+# dataset -> the `tables` key and file of the paper table it belongs to (AIGC: table1, UGC: table2)
+PAPER_TABLE = {
+    "agiqa3k": ("aigc_comparison", "table1"),
+    "aigiqa20k": ("aigc_comparison", "table1"),
+    "koniq10k": ("ugc_comparison", "table2"),
+    "spaq": ("ugc_comparison", "table2"),
+}
 N_SEEDS, N_RATIOS = 5, 3
 
 
@@ -82,8 +90,8 @@ def test_paper_config_prepares_splits_and_plans_its_table(dataset, tmp_path):
     assert (student["full"]["crop"], student["full"]["resize"]) == (224, 256)
     assert len(config["seeds"]) == N_SEEDS and config["calibration"]["ratios"] == [0, 0.1, 0.3]
     assert config["datasets"][dataset]["root"] == f"data/{dataset}"  # documented placeholder
-    table = PAPER_TABLE[dataset]
-    assert config["tables"][table]["datasets"] == [dataset]
+    key, table = PAPER_TABLE[dataset]
+    assert config["tables"][key]["datasets"] == [dataset]
 
     labels = tiny_dataset(dataset, tmp_path / "data" / dataset)
     override = write_override(
@@ -159,7 +167,9 @@ def qbench_override(tmp_path: Path) -> Path:
             "Q-Bench ensemble": {"import": {"path": [str(two), str(three)]}},
         },
         "tables": {
-            "table4": {"teachers": ["mPLUG-Owl", "LLaVA-1.5", "Qwen-VL", "Q-Bench ensemble"]}
+            "teacher_backbone_grid": {
+                "teachers": ["mPLUG-Owl", "LLaVA-1.5", "Qwen-VL", "Q-Bench ensemble"]
+            }
         },
     }
     return write_override(tmp_path / "override.yaml", settings)
@@ -168,7 +178,8 @@ def qbench_override(tmp_path: Path) -> Path:
 def test_agiqa3k_qbench_config_is_point_only_and_native(tmp_path):
     config = load_yaml(QBENCH)
     assert config["results_dir"] == "results/agiqa3k_qbench"
-    assert config["split"]["group_by"] == "prompt"
+    assert config["datasets"]["agiqa3k"]["split"]["group_by"] == "prompt"
+    assert "split" not in config  # a top-level split would also reach the demo's dataset
     assert config["teacher"]["import"]["path"] == (
         "../shared/teachers/qbench-agiqa3k/mplug_owl.json"
     )
@@ -195,3 +206,61 @@ def test_agiqa3k_qbench_config_is_point_only_and_native(tmp_path):
     assert everything["teacher_point"] == everything["teacher_zero_shot"] == 4
     assert everything["features"] == 1 and everything["distill"] == 4 * N_SEEDS
     assert everything["results_table"] == 2
+
+
+def stand_ins(config: dict, folder: Path) -> dict:
+    """Override settings that put a tiny dataset in place of every non-demo dataset of
+    ``config``, an empty file in place of every imported judgments file (the dry run only needs
+    it to exist), and a small demo."""
+    datasets = {}
+    for name, section in config["datasets"].items():
+        if section["adapter"] != "demo":
+            tiny_dataset(section["adapter"], folder / "data" / name)
+            datasets[name] = {"root": str(folder / "data" / name)}
+    settings: dict = {"datasets": datasets, "demo": {"size": 32, "levels": 2}}
+    for key, name, section in teacher_sections(config):
+        if section["backend"] != "import":
+            continue
+        paths = section["import"]["path"]
+        files = []
+        for index, _ in enumerate(paths if isinstance(paths, list) else [paths]):
+            files.append(folder / "judgments" / f"{name}_{index}.json")
+            files[-1].parent.mkdir(parents=True, exist_ok=True)
+            files[-1].write_text("")
+        imported = {
+            "import": {"path": [str(f) for f in files] if len(files) > 1 else str(files[0])}
+        }
+        if key == "teacher":
+            settings["teacher"] = imported
+        else:
+            settings.setdefault("extra_teachers", {})[name] = imported
+    return settings
+
+
+def reported_datasets(plan: Plan) -> set[str]:
+    """Every dataset a configured table or figure reports."""
+    names = set()
+    for spec in plan.tables.values():
+        if isinstance(spec, dict):
+            names |= set(spec.get("datasets", [])) | (
+                {spec["dataset"]} if "dataset" in spec else set()
+            )
+    return names
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(shipped_config_sets()))
+def test_every_shipped_config_splits_every_dataset_of_its_rule_all(name, tmp_path):
+    """``rule all`` of every shipped config plans, and its jobs up to each dataset's split run
+    (on tiny stand-ins for the datasets): a split setting that does not fit a dataset the run
+    reaches, such as a top-level ``split.group_by: prompt`` that also applies to the demo,
+    fails here rather than hours into a real run."""
+    files = shipped_config_sets()[name]
+    config = merged_config([ROOT / "config" / "config.yaml", *files])
+    override = write_override(tmp_path / "override.yaml", stand_ins(config, tmp_path))
+    snakemake(tmp_path, "--until", "split", configfiles=[*files, override])
+    results = tmp_path / config["results_dir"]
+    datasets = reported_datasets(Plan(config))
+    assert datasets
+    for dataset in datasets:
+        assert (results / dataset / "split.parquet").is_file(), dataset

@@ -113,22 +113,26 @@ def write_metrics(path, srcc: float) -> str:
 
 
 def test_main_updates_the_document_from_the_run_configs(tmp_path):
-    """Tables 1 and 4 and the per-seed gaps are found from the config files alone."""
+    """Tables 1 and 4 (AIGC comparison, teacher x backbone grid) and the per-seed gaps are
+    found from the config files alone."""
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     overlay = {
         "results_dir": str(tmp_path / "results"),
         "seeds": [0, 1],
-        "tables": {"table4": {"teachers": ["BRISQUE", "BRISQUE-sharp"], "ratios": [0.1]}},
+        "tables": {
+            "teacher_backbone_grid": {"teachers": ["BRISQUE", "BRISQUE-sharp"], "ratios": [0.1]}
+        },
     }
     files = [ROOT / "config" / "config.yaml", tmp_path / "overlay.yaml"]
     files[1].write_text(yaml.safe_dump(overlay))
     plan = Plan(merged_config(files))
     assert plan.results == str(tmp_path / "results") and plan.seeds == [0, 1]
-    assert config["tables"]["table1"] == plan.tables["table1"]  # nested keys merged, not replaced
-    for table in ("table1", "table4"):
-        rows = plan.table_rows(table)
+    # nested keys merged, not replaced
+    assert config["tables"]["aigc_comparison"] == plan.tables["aigc_comparison"]
+    for key, file in (("aigc_comparison", "table1"), ("teacher_backbone_grid", "table4")):
+        rows = plan.table_rows(key)
         metrics = [write_metrics(Path(path), 0.6 + 0.1 * (row["seed"] == 1)) for path, row in rows]
-        results_table_step(metrics, f"{plan.results}/{table}.csv", [r for _, r in rows], "raw")
+        results_table_step(metrics, f"{plan.results}/{file}.csv", [r for _, r in rows], "raw")
     write_benchmark(tmp_path / "results/benchmarks/demo/prepare.tsv", 1.5)
     doc = tmp_path / "results.md"
     doc.write_text("# Results\n")

@@ -195,8 +195,16 @@ def folder_config(tmp_path: Path, results: str, root: Path) -> list[Path]:
         "results_dir": results,
         "datasets": {"mine": generic(root)},
         "tables": {
-            "table1": {"datasets": ["mine"]},
-            **dict.fromkeys(("table2", "table3", "table4", "fig2", "fig4")),
+            "aigc_comparison": {"datasets": ["mine"]},
+            **dict.fromkeys(
+                (
+                    "ugc_comparison",
+                    "stage1_ablation",
+                    "teacher_backbone_grid",
+                    "teacher_vs_mos",
+                    "mos_ratio_curve",
+                )
+            ),
         },
         "extra_teachers": {"BRISQUE-sharp": None},
         "split": {"group_by": None},

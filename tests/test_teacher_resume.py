@@ -43,10 +43,10 @@ def vllm_teacher_config(tmp_path, monkeypatch):
             "shards": N_SHARDS,
             "vllm": {"model": model, **TINY_ENGINE, "batch_size": 16},
         },
-        # Only this teacher: drop the demo's second teacher (and table 4, which names it), so
+        # Only this teacher: drop the demo's second teacher (and table 4, the grid naming it), so
         # every planned or finished teacher shard below is one of the vLLM teacher's.
         "extra_teachers": {"BRISQUE-sharp": None},
-        "tables": {"table4": None},
+        "tables": {"teacher_backbone_grid": None},
     }
     path = tmp_path / "vllm_teacher.yaml"
     path.write_text(yaml.safe_dump(override))

@@ -136,11 +136,11 @@ def test_unconfigured_table_is_a_clear_error(finished_run):
         finished_run,
         "-n",
         "results/table3.csv",
-        configfiles=_override(finished_run, "no_table3", {"tables": {"table3": None}}),
+        configfiles=_override(finished_run, "no_table3", {"tables": {"stage1_ablation": None}}),
         check=False,
     )
     assert result.returncode != 0
-    assert "`tables.table3` is not in the config" in result.stdout + result.stderr
+    assert "`tables.stage1_ablation` is not in the config" in result.stdout + result.stderr
 
 
 def test_caches_are_inspectable_parquet(finished_run):

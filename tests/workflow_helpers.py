@@ -25,6 +25,7 @@ LABEL_FILES = {
     "spaq": "spaq/MOS and Image attribute scores.csv",
 }
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+PAPER_DATASETS = ("agiqa3k", "aigiqa20k", "koniq10k", "spaq")
 TEACHER_RULES = {"teacher_point", "teacher_pair", "merge_points", "merge_pairs"}
 
 
@@ -40,6 +41,25 @@ def tiny_dataset(adapter: str, root: Path) -> pd.DataFrame:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(path)
     return labels
+
+
+def shipped_config_sets() -> dict[str, list[Path]]:
+    """Every shipped config, as the files layered over config/config.yaml (as the docs say):
+    the demo alone, each config/*.yaml, each paper dataset file over config/paper/protocol.yaml,
+    and all four with config/paper/all.yaml."""
+    config, paper = ROOT / "config", ROOT / "config" / "paper"
+    sets: dict[str, list[Path]] = {"demo": []}
+    for path in sorted(config.glob("*.yaml")):
+        if path.name != "config.yaml":
+            sets[path.stem] = [path]
+    for dataset in PAPER_DATASETS:
+        sets[f"paper/{dataset}"] = [paper / "protocol.yaml", paper / f"{dataset}.yaml"]
+    sets["paper/all"] = [
+        paper / "protocol.yaml",
+        *(paper / f"{dataset}.yaml" for dataset in PAPER_DATASETS),
+        paper / "all.yaml",
+    ]
+    return sets
 
 
 def write_override(path: Path, settings: dict) -> Path:

@@ -1,10 +1,72 @@
-"""Checks of the workflow config that a JSON schema cannot express (cross references)."""
+"""Checks of the workflow config that a JSON schema cannot express (cross references), and the
+names of the result tables and figures under ``tables``, with their old names as aliases."""
 
 from __future__ import annotations
+
+import copy
+import logging
+
+log = logging.getLogger(__name__)
+
+# The result tables and figures by their key under `tables`, each with the paper's number. The
+# number names the output file (results/table1.csv, results/fig2.png), labels it in the report,
+# and was the key before: resolve_table_aliases accepts it, with a warning naming the new key.
+PAPER_TABLES = {
+    # Table 1: the AIGC datasets; per dataset the teacher's zero-shot row, LEAF label-free and
+    # at each calibration ratio, and the CFT-only baseline.
+    "aigc_comparison": "table1",
+    # Table 2: the same comparison on the UGC datasets.
+    "ugc_comparison": "table2",
+    # Table 3: ablation of the stage-1 (distillation) loss terms at one MOS ratio.
+    "stage1_ablation": "table3",
+    # Table 4: every teacher x student backbone.
+    "teacher_backbone_grid": "table4",
+}
+PAPER_FIGURES = {
+    # Figure 2: the teacher's score against MOS, before and after a linear calibration.
+    "teacher_vs_mos": "fig2",
+    # Figure 4: SRCC/PLCC against the share of train MOS visible to the student.
+    "mos_ratio_curve": "fig4",
+}
 
 
 class ConfigError(ValueError):
     """The config is well-formed but inconsistent; the message names the key."""
+
+
+def paper_label(key: str) -> str:
+    """``"aigc_comparison"`` -> ``"Table 1 of the paper"``; ``"teacher_vs_mos"`` -> Figure 2."""
+    number = {**PAPER_TABLES, **PAPER_FIGURES}[key]
+    kind = "Table" if key in PAPER_TABLES else "Figure"
+    return f"{kind} {number.removeprefix('table').removeprefix('fig')} of the paper"
+
+
+def resolve_table_aliases(config: dict) -> None:
+    """Rename the old keys ``tables.table1`` .. ``tables.table4``, ``tables.fig2`` and
+    ``tables.fig4`` to their names in :data:`PAPER_TABLES` / :data:`PAPER_FIGURES`, in place,
+    logging one warning per old key. Runs before the schema, which knows only the new keys.
+
+    An old key's entry merges over the new key's entry (nested keys merged, null switches the
+    target off), as a config file's entry merges over config/config.yaml's: a config written
+    with the old keys plans the same jobs as before.
+    """
+    from snakemake.utils import update_config
+
+    tables = config.get("tables")
+    if not isinstance(tables, dict):
+        return
+    for key, number in {**PAPER_TABLES, **PAPER_FIGURES}.items():
+        if number not in tables:
+            continue
+        log.warning(
+            "tables.%s is an old name: rename it to tables.%s (%s)", number, key, paper_label(key)
+        )
+        old, new = tables.pop(number), tables.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            merged = copy.deepcopy(new)
+            update_config(merged, old)
+            old = merged
+        tables[key] = old
 
 
 def teacher_sections(config: dict) -> list[tuple[str, str, dict]]:
@@ -32,8 +94,10 @@ def _check_teacher(section: dict, key: str) -> None:
 def configured_backbones(config: dict) -> list[tuple[str, str]]:
     """(config key, timm model name) of every student backbone the config names."""
     found = [("student.backbone", config["student"]["backbone"])]
-    table4 = (config.get("tables") or {}).get("table4") or {}
-    found += [("tables.table4.backbones", name) for name in table4.get("backbones", [])]
+    grid = (config.get("tables") or {}).get("teacher_backbone_grid") or {}
+    found += [
+        ("tables.teacher_backbone_grid.backbones", name) for name in grid.get("backbones", [])
+    ]
     return found
 
 

@@ -22,9 +22,7 @@ teacher's level-value scale.
 Both student modes deploy. A head-mode student (frozen backbone + trained head) keeps the
 pretrained backbone and the feature extraction's preprocessing (:mod:`leaf.student.features`). A
 full-mode student (:mod:`leaf.student.finetune`, backbone fine-tuned end to end) takes its
-backbone weights from its checkpoint and the preprocessing of ``evaluate_full``: the image cache's
-decoding (short side ``cache_short_side``, bicubic), then short side ``resize`` (bilinear,
-antialiased; skipped when equal) and a centre crop of ``image_size``
+backbone weights from its checkpoint and the evaluation input of its training
 (:class:`leaf.student.eval_inputs.EvalTransform`).
 
 Workflow steps: :func:`deploy_step` (rule ``deploy``: one artifact per seed and ratio) and

@@ -38,7 +38,13 @@ from pathlib import Path
 
 import yaml
 
-from leaf.config_checks import ConfigError, teacher_sections
+from leaf.config_checks import (
+    PAPER_FIGURES,
+    PAPER_TABLES,
+    ConfigError,
+    resolve_table_aliases,
+    teacher_sections,
+)
 from leaf.teacher.cache_keys import DatasetKeys, dataset_keys
 from leaf.teacher.factory import speed_options, teacher_hash, teacher_model
 
@@ -54,9 +60,12 @@ ABLATION_ROWS = (
 )
 CFT_ONLY = "CFT-only"
 TEACHER_ZERO_SHOT = "teacher zero-shot"
-# Targets that `rule all` builds when their `tables` entry is configured (not null).
-TABLES = ("table1", "table2", "table3", "table4")
-FIGURES = ("fig2", "fig4")
+# `tables` key -> output file stem (the paper's number) of the tables and figures that `rule all`
+# builds when their entry is configured (not null), and the inverse for the rule's wildcard.
+TARGET_FILES = {**PAPER_TABLES, **PAPER_FIGURES}
+TABLE_KEYS = {number: key for key, number in PAPER_TABLES.items()}
+# Benchmark comparisons (AIGC, UGC): the tables whose first dataset the training curves show.
+COMPARISONS = ("aigc_comparison", "ugc_comparison")
 # Backends whose judgments have no pair-wise part.
 POINT_ONLY_BACKENDS = ("import",)
 # The shared teacher cache (one definition for the rules, the plan and the report): the key
@@ -131,12 +140,14 @@ def setting_name(ratio: float | str) -> str:
 
 
 def merged_config(configfiles: Sequence[str | Path]) -> dict:
-    """The config Snakemake sees for ``--configfile A B ...``: later files merge into earlier."""
+    """The config Snakemake sees for ``--configfile A B ...``: later files merge into earlier,
+    then old ``tables`` keys are renamed (:func:`leaf.config_checks.resolve_table_aliases`)."""
     from snakemake.utils import update_config
 
     config: dict = {}
     for path in configfiles:
         update_config(config, yaml.safe_load(Path(path).read_text()) or {})
+    resolve_table_aliases(config)
     return config
 
 
@@ -245,7 +256,7 @@ class Plan:
     def reported_datasets(self) -> list[str]:
         """The datasets a configured table or figure reports, in the order they are named."""
         used = []
-        for target in (*TABLES, *FIGURES):
+        for target in TARGET_FILES:
             spec = self.tables.get(target) or {}
             used += spec.get("datasets", []) + ([spec["dataset"]] if "dataset" in spec else [])
         return list(dict.fromkeys(used))
@@ -387,9 +398,9 @@ class Plan:
         """The ``tables.<target>`` entry, or a ConfigError saying how to configure it."""
         if target not in self.tables:
             raise ConfigError(
-                f"{self.results}/{target} was requested but `tables.{target}` is not in the "
-                f"config (configured: {sorted(k for k in self.tables if k != 'plcc')}); see "
-                "config/config.yaml for its keys"
+                f"{self.results}/{TARGET_FILES[target]} was requested but `tables.{target}` is "
+                f"not in the config (configured: {sorted(k for k in self.tables if k != 'plcc')});"
+                " see config/config.yaml for its keys"
             )
         return self.tables[target]
 
@@ -400,19 +411,21 @@ class Plan:
         return dataset
 
     def table_rows(self, table: str) -> list[tuple[str, dict]]:
-        """Every (metrics file, row description) of ``table`` (table1 .. table4)."""
+        """Every (metrics file, row description) of the table whose ``tables`` key is
+        ``table`` (:data:`leaf.config_checks.PAPER_TABLES`)."""
         builders = {
-            "table1": self._benchmark_table,
-            "table2": self._benchmark_table,
-            "table3": self._ablation_table,
-            "table4": self._grid_table,
+            "aigc_comparison": self._benchmark_table,
+            "ugc_comparison": self._benchmark_table,
+            "stage1_ablation": self._ablation_table,
+            "teacher_backbone_grid": self._grid_table,
         }
         if table not in builders:
             raise ConfigError(f"unknown table {table!r}; tables are {sorted(builders)}")
         return builders[table](table, self.spec(table))
 
     def _benchmark_table(self, table: str, spec: dict) -> list[tuple[str, dict]]:
-        """Tables 1/2: per dataset the teacher's zero-shot row, LEAF at every ratio, CFT-only."""
+        """Tables 1/2 (AIGC, UGC comparison): per dataset the teacher's zero-shot row, LEAF at
+        every ratio, CFT-only."""
         rows = []
         for dataset in spec["datasets"]:
             rows.append(self.teacher_row(dataset))
@@ -422,7 +435,7 @@ class Plan:
         return rows
 
     def _ablation_table(self, table: str, spec: dict) -> list[tuple[str, dict]]:
-        """Table 3: CFT-only and the four stage-1 variants, all at one ratio."""
+        """Table 3 (stage-1 ablation): CFT-only and the four stage-1 variants, at one ratio."""
         dataset, ratio = self.dataset_of(table, spec), spec["ratio"]
         if not self.teacher.has_pairs:
             raise ConfigError(
@@ -437,7 +450,8 @@ class Plan:
         return rows
 
     def _grid_table(self, table: str, spec: dict) -> list[tuple[str, dict]]:
-        """Table 4: every configured teacher x backbone, at each ratio of the entry."""
+        """Table 4 (teacher x backbone grid): every configured teacher x backbone, at each
+        ratio of the entry."""
         dataset = self.dataset_of(table, spec)
         names = spec.get("teachers") or list(self.teachers)
         teachers = [self.teacher_named(name, f"tables.{table}.teachers") for name in names]
@@ -449,9 +463,10 @@ class Plan:
         return rows
 
     def fig4_rows(self) -> tuple[str, list[tuple[str, dict]], list[tuple[str, dict]]]:
-        """(dataset, LEAF rows, CFT-only rows) over the ratios of ``tables.fig4``."""
-        spec = self.spec("fig4")
-        dataset = self.dataset_of("fig4", spec)
+        """(dataset, LEAF rows, CFT-only rows) over the ratios of ``tables.mos_ratio_curve``
+        (figure 4)."""
+        spec = self.spec("mos_ratio_curve")
+        dataset = self.dataset_of("mos_ratio_curve", spec)
         return (
             dataset,
             self.leaf_rows(dataset, spec["ratios"]),
@@ -459,22 +474,25 @@ class Plan:
         )
 
     def fig2_spec(self) -> dict:
-        """dataset, seed and ratio of ``tables.fig2`` (seed: the first of ``seeds`` by default)."""
-        spec = self.spec("fig2")
+        """dataset, seed and ratio of ``tables.teacher_vs_mos`` (figure 2; seed: the first of
+        ``seeds`` by default)."""
+        spec = self.spec("teacher_vs_mos")
         ratio = float(spec.get("ratio", 0.1))
         if ratio <= 0:
-            raise ConfigError("tables.fig2.ratio must be > 0 (the calibration's MOS share)")
+            raise ConfigError(
+                "tables.teacher_vs_mos.ratio must be > 0 (the calibration's MOS share)"
+            )
         return {
-            "dataset": self.dataset_of("fig2", spec),
+            "dataset": self.dataset_of("teacher_vs_mos", spec),
             "seed": int(spec.get("seed", self.seeds[0])),
             "ratio": ratio,
         }
 
     def training_histories(self) -> tuple[str, list[tuple[str, dict]]]:
-        """(dataset, [(history CSV, run)]) of the main LEAF runs of the first dataset of table1
-        (table2 when only that benchmark table is configured): stage 1 per seed and stage 2 per
-        (seed, ratio > 0), for ``training_curves.png``."""
-        table = "table1" if "table1" in self.tables else "table2"
+        """(dataset, [(history CSV, run)]) of the main LEAF runs of the first dataset of the
+        AIGC comparison (the UGC one when only that is configured): stage 1 per seed and stage 2
+        per (seed, ratio > 0), for ``training_curves.png``."""
+        table = next((key for key in COMPARISONS if key in self.tables), COMPARISONS[0])
         dataset = self.spec(table)["datasets"][0]
         runs = []
         for ratio in ["0", *[r for r in self.ratios if float(r) > 0]]:
@@ -490,21 +508,21 @@ class Plan:
     def all_ratios(self) -> list[float]:
         """Every MOS ratio a configured target uses (the subsets rule draws them all)."""
         ratios = {float(r) for r in self.ratios}
-        ratios |= {float(r) for r in self.tables.get("fig4", {}).get("ratios", [])}
-        ratios |= {float(r) for r in self.tables.get("table4", {}).get("ratios", [])}
-        if "table3" in self.tables:
-            ratios.add(float(self.tables["table3"]["ratio"]))
-        if "fig2" in self.tables:
+        for key in ("mos_ratio_curve", "teacher_backbone_grid"):
+            ratios |= {float(r) for r in self.tables.get(key, {}).get("ratios", [])}
+        if "stage1_ablation" in self.tables:
+            ratios.add(float(self.tables["stage1_ablation"]["ratio"]))
+        if "teacher_vs_mos" in self.tables:
             ratios.add(self.fig2_spec()["ratio"])
         return sorted(ratios)
 
     def configured_targets(self) -> list[str]:
         """Every table and figure that has a (non-null) ``tables`` entry, the training curves
-        of the main runs (when a benchmark table, table1 or table2, is configured) and the
-        deploy selection of every benchmark dataset (when a ratio > 0 is trained)."""
-        targets = [f"{self.results}/{t}.csv" for t in TABLES if t in self.tables]
-        targets += [f"{self.results}/{f}.png" for f in FIGURES if f in self.tables]
-        if "table1" in self.tables or "table2" in self.tables:
+        of the main runs (when a comparison table, AIGC or UGC, is configured) and the deploy
+        selection of every benchmark dataset (when a ratio > 0 is trained)."""
+        targets = [f"{self.results}/{n}.csv" for k, n in PAPER_TABLES.items() if k in self.tables]
+        targets += [f"{self.results}/{n}.png" for k, n in PAPER_FIGURES.items() if k in self.tables]
+        if any(key in self.tables for key in COMPARISONS):
             targets.append(f"{self.results}/training_curves.png")
         if any(float(r) > 0 for r in self.ratios):
             self.deploy_ratio()  # refuses a deploy.ratio whose runs are not trained
@@ -513,10 +531,9 @@ class Plan:
 
     # --- deployment -----------------------------------------------------------------------
     def benchmark_datasets(self) -> list[str]:
-        """The datasets of table1 and table2, in order, each once."""
-        names = [
-            d for t in ("table1", "table2") for d in self.tables.get(t, {}).get("datasets", [])
-        ]
+        """The datasets of the comparison tables (AIGC, UGC: table1, table2), in order, each
+        once."""
+        names = [d for t in COMPARISONS for d in self.tables.get(t, {}).get("datasets", [])]
         return list(dict.fromkeys(names))
 
     def deploy_ratio(self) -> float:

@@ -13,9 +13,8 @@
 
 Both exported models take **RGB in [0, 1]** (``pixels / 255``) after the resize and crop recorded
 in ``leaf.preprocess``: the normalisation with its ``mean``/``std`` is part of the exported graph
-(:class:`PixelInputModel`), so ONNX users only resize, crop and scale (see
-:func:`leaf.deploy.transform_of`; a full-mode student's recipe starts with the image cache's
-resize to ``cache_short_side``, see docs/predict.md).
+(:class:`PixelInputModel`), so ONNX users only resize, crop and scale (the recipe:
+:func:`leaf.deploy.transform_of`, docs/predict.md).
 
 Both exported models are reloaded from disk (ONNX Runtime, CPU provider) and must give the
 PyTorch model's scores on a batch of images within ``tolerance`` (``|Δ| <= tolerance *

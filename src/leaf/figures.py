@@ -1,11 +1,11 @@
-"""Paper figures: correlation against the MOS ratio (fig. 4) and the teacher's linear calibration
-(fig. 2).
+"""Paper figures: SRCC/PLCC against the MOS ratio (figure 4, ``tables.mos_ratio_curve``) and the
+teacher's score against MOS before and after a linear calibration (figure 2,
+``tables.teacher_vs_mos``).
 
-Both step functions take the rule's named input/output/params as keyword arguments (see
-:mod:`leaf.workflow_io`) and write a PNG and an SVG, each through a temporary sibling and an
-atomic rename, plus the plotted numbers (CSV, resp. JSON and a reStructuredText caption for the
-Snakemake report). Figures are drawn on the Agg canvas without pyplot, so no global backend
-state is touched; SVG text is kept as text (editable, searchable).
+Both step functions (rules ``fig4`` and ``fig2``) write a PNG and an SVG atomically, plus the
+plotted numbers (CSV, resp. JSON and a reStructuredText caption for the Snakemake report). Figures
+are drawn on the Agg canvas without pyplot, so no global backend state is touched; SVG text is kept
+as text (editable, searchable).
 """
 
 from __future__ import annotations

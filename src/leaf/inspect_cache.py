@@ -3,8 +3,8 @@
 Points caches: rows, provenance, mean level probabilities, a histogram of the score and, when a
 manifest with MOS is available, the teacher's SRCC/PLCC against MOS. Pairs caches: rows,
 provenance, mean p_A, share of t_ab = 1, a histogram of omega and the share of pairs kept at tau.
-The manifest defaults to ``../../manifest.parquet`` relative to the cache's folder (the layout of
-docs/design.md: ``{results}/{dataset}/teacher/{teacher_hash}/points.parquet``).
+The manifest defaults to the dataset's manifest in the cache's results folder
+(:func:`default_manifest`).
 """
 
 from __future__ import annotations

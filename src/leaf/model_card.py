@@ -8,10 +8,8 @@ dataset, teacher, MOS ratio, seed and selection rule, the **test** SRCC/PLCC of 
 licences that apply and its intended use and limitations.
 
 Test scores come from the run's evaluation file, the JSON that rule ``evaluate`` writes
-(:func:`leaf.student.steps.write_evaluation`) at
-``{results}/{dataset}/eval/{backbone}/{teacher_hash}/{variant}/seed{seed}_ratio{ratio}.json``
-(:func:`leaf.experiments.run_eval_file`): given explicitly, or found from the artifact's place
-in the results folder (:func:`default_evaluation`). Without one the card says "not available";
+(:func:`leaf.student.steps.write_evaluation`): given explicitly, or found from the artifact's
+place in the results folder (:func:`default_evaluation`). Without one the card says "not available";
 it never reports a number it did not read. An evaluation file of another checkpoint (different
 stage or chosen epoch) is refused.
 

@@ -188,10 +188,10 @@ def replace_block(document: str, block: str) -> str:
 
 def read_tables(plan: Plan) -> pd.DataFrame:
     """``table1.csv`` (main teacher and CFT-only) followed by the other teachers' rows of
-    ``table4.csv`` when table 4 is configured and built."""
+    ``table4.csv`` when the teacher x backbone grid (table 4) is configured and built."""
     results = Path(plan.results)
     frames = [pd.read_csv(results / "table1.csv", keep_default_na=False, na_values=[""])]
-    if "table4" in plan.tables and (results / "table4.csv").exists():
+    if "teacher_backbone_grid" in plan.tables and (results / "table4.csv").exists():
         grid = pd.read_csv(results / "table4.csv", keep_default_na=False, na_values=[""])
         frames.append(grid[grid["teacher"] != plan.teacher.name])
     return pd.concat(frames, ignore_index=True)
@@ -199,7 +199,7 @@ def read_tables(plan: Plan) -> pd.DataFrame:
 
 def main_run_gaps(plan: Plan, ratio: float) -> pd.DataFrame:
     """:func:`seed_gaps` of the main LEAF runs vs CFT-only on table 1's first dataset."""
-    dataset = plan.tables["table1"]["datasets"][0]
+    dataset = plan.tables["aigc_comparison"]["datasets"][0]
     leaf, cft = {}, {}
     for seed in plan.seeds:
         leaf[seed] = Path(

@@ -23,6 +23,10 @@ import pandas as pd
 from leaf.atomic_io import write_parquet_atomic
 
 log = logging.getLogger(__name__)
+# The top-level `split` section applies to every dataset of the run, the demo's included.
+PER_DATASET_HINT = (
+    "; a top-level `split` applies to every dataset: set it under datasets.<name>.split"
+)
 
 #: Values of KonIQ-10k's ``set`` column that count as test when the official split is used.
 OFFICIAL_TEST_VALUES = ("test",)
@@ -40,7 +44,7 @@ def train_test_split(
         if official_column not in manifest.columns:
             raise KeyError(
                 f"split.official_column={official_column!r} is not a manifest column "
-                f"(columns: {list(manifest.columns)})"
+                f"(columns: {list(manifest.columns)}){PER_DATASET_HINT}"
             )
         is_test = manifest[official_column].astype(str).str.lower().isin(OFFICIAL_TEST_VALUES)
         return pd.DataFrame(
@@ -55,7 +59,7 @@ def train_test_split(
         if group_by not in manifest.columns:
             raise KeyError(
                 f"split.group_by={group_by!r} is not a manifest column "
-                f"(columns: {list(manifest.columns)})"
+                f"(columns: {list(manifest.columns)}){PER_DATASET_HINT}"
             )
         units = manifest[group_by].astype(str).to_numpy()
     unique_units = np.array(sorted(set(units)))

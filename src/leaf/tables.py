@@ -134,16 +134,20 @@ def read_run_metrics(path: str, row: dict, plcc_kind: str) -> dict:
     return {**row, **record, "source": str(path)}
 
 
-def results_table_step(metrics: list[str], table: str, rows: list[dict], plcc_kind: str) -> None:
-    """Rule ``results_table`` (table1 .. table4): ``metrics[i]`` is the JSON of the run or
+def results_table_step(
+    metrics: list[str], table: str, rows: list[dict], plcc_kind: str, key: str = ""
+) -> None:
+    """Rule ``results_table`` (table1 .. table4.csv): ``metrics[i]`` is the JSON of the run or
     teacher described by ``rows[i]`` (see :class:`leaf.experiments.Plan`); one table row per
-    description, mean ± std over its seeds (those with a value: see :func:`aggregate_runs`)."""
+    description, mean ± std over its seeds (those with a value: see :func:`aggregate_runs`).
+    ``key``: the table's key under ``tables`` (e.g. aigc_comparison), named in the log."""
     if len(metrics) != len(rows):
         raise ValueError(f"{table}: {len(metrics)} metrics files for {len(rows)} row descriptions")
     records = [
         read_run_metrics(path, row, plcc_kind) for path, row in zip(metrics, rows, strict=True)
     ]
     result = aggregate_runs(records, plcc_kind)
-    log.info("%s:\n%s", Path(table).name, result.to_string(index=False))
+    name = f"{Path(table).name} (tables.{key})" if key else Path(table).name
+    log.info("%s:\n%s", name, result.to_string(index=False))
     with atomic_path(table) as tmp:
         result.to_csv(tmp, index=False, float_format="%.4f")

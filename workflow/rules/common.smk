@@ -4,9 +4,15 @@ import os
 
 from snakemake.utils import validate
 
-from leaf.config_checks import check_config
+from leaf.config_checks import check_config, resolve_table_aliases
 from leaf.datasets import image_files, label_file
-from leaf.experiments import VARIANT_PATTERN, Plan, ratio_label, variant_flags
+from leaf.experiments import (
+    TABLE_KEYS,
+    VARIANT_PATTERN,
+    Plan,
+    ratio_label,
+    variant_flags,
+)
 from leaf.student.stages import stage_gpus, stage_settings, stage_threads
 from leaf.teacher.cache_keys import GENERATED_ADAPTERS
 from leaf.teacher.factory import judgment_config, teacher_gpus
@@ -16,6 +22,9 @@ from leaf.teacher.factory import judgment_config, teacher_gpus
 # machine. Jobs inherit this environment; a value set by the user wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# Old `tables` keys (table1 .. table4, fig2, fig4) are renamed, with a warning, before the
+# schema (which knows only the new ones) sees them.
+resolve_table_aliases(config)
 validate(config, "../schemas/config.schema.yaml")
 check_config(config)
 # Every run, file and table row behind the configured targets (leaf.experiments.Plan).
@@ -51,7 +60,7 @@ wildcard_constraints:
     pairs_key="[0-9a-f]{12}",
     backbone="[A-Za-z0-9_.-]+",
     variant=VARIANT_PATTERN,
-    table="table[1-4]",
+    table="|".join(TABLE_KEYS),
 
 
 def dataset_config(wildcards):
@@ -194,12 +203,17 @@ def distill_settings(wildcards):
     return {**config["distill"], **variant_flags(wildcards.variant)}
 
 
+def table_key(wildcards):
+    """The `tables` key of results/{table}.csv (table1 -> aigc_comparison, ...)."""
+    return TABLE_KEYS[wildcards.table]
+
+
 def table_inputs(wildcards):
-    return {"metrics": [path for path, _ in PLAN.table_rows(wildcards.table)]}
+    return {"metrics": [path for path, _ in PLAN.table_rows(table_key(wildcards))]}
 
 
 def table_rows(wildcards):
-    return [row for _, row in PLAN.table_rows(wildcards.table)]
+    return [row for _, row in PLAN.table_rows(table_key(wildcards))]
 
 
 def fig4_inputs(wildcards):

@@ -1,6 +1,8 @@
 # Result tables and figures, each a target under results_dir and part of `snakemake --report`.
 # What goes into each comes from the `tables` section of the config (leaf.experiments.Plan);
-# requesting one that is not configured fails with an error naming the missing key.
+# the files keep the paper's numbers (table1.csv is `tables.aigc_comparison`, see
+# leaf.config_checks.PAPER_TABLES). Requesting one that is not configured fails with an error
+# naming the missing key.
 
 
 # Jobs that only gather or merge small files: run where Snakemake runs, not as cluster jobs.
@@ -28,6 +30,7 @@ rule results_table:
     conda:
         "../envs/student.yaml"
     params:
+        key=table_key,
         rows=table_rows,
         plcc_kind=PLAN.plcc_kind,
     script:

@@ -1,7 +1,6 @@
 """Step functions of the student rules (features, distill, calibrate, evaluate).
 
-Each takes the rule's named input/output/params as keyword arguments (see
-:mod:`leaf.workflow_io`) and writes its outputs atomically. Checkpoints are plain dicts of
+Each writes its outputs atomically. Checkpoints are plain dicts of
 tensors, numbers, strings and lists, readable with ``torch.load(..., weights_only=True)``.
 """
 

@@ -1,27 +1,16 @@
 """Build a teacher backend from the ``teacher`` config section, and hash what defines it.
 
-The teacher config looks like::
-
-    teacher:
-      backend: brisque            # brisque | import | vllm | transformers
-      levels: {words: [Excellent, Good, Fair, Poor, Bad], values: [5, 4, 3, 2, 1]}
-      model: ...                  # MLLM backends (default of <backend>.model)
-      prompts: {...}              # MLLM backends
-      brisque: {...}              # options of each backend, read by that backend only
-      import: {...}
-      vllm: {...}
-      tau: 0.5                    # not part of the hash
-      shards: 1                   # not part of the hash
-
-:func:`judgment_config` keeps what the backend needs (the rules pass it as a param, so changing
-``tau``, ``shards`` or another backend's options does not rerun the teacher); :func:`teacher_hash`
-hashes what defines the judgments (:func:`teacher_identity`): model, revision, dtype, prompts,
-levels, pair settings, image processing (pixel limits, tiles), logprob mode, and for a vLLM
-preset its resolved content rather than its name, so that editing a preset recomputes the cache.
-Options that only change speed, memory or placement (:data:`NON_JUDGMENT_OPTIONS`: batch sizes,
-GPU memory, tensor parallelism, eager mode, KV-cache size, executor, device, ...) are left out,
-so moving to another GPU reuses the cache. ``teacher_hash(judgment_config(cfg)) ==
-teacher_hash(cfg)``. docs/cache_schema.md writes the rule down.
+The section (``$defs/teacher`` of workflow/schemas/config.schema.yaml) names a ``backend`` and holds
+one options section per backend, read by that backend only. :func:`judgment_config` keeps what the
+backend needs (the rules pass it as a param, so changing ``tau``, ``shards`` or another backend's
+options does not rerun the teacher); :func:`teacher_hash` hashes what defines the judgments
+(:func:`teacher_identity`): model, revision, dtype, prompts, levels, pair settings, image processing
+(pixel limits, tiles), logprob mode, and for a vLLM preset its resolved content rather than its
+name, so that editing a preset recomputes the cache. Options that only change speed, memory or
+placement (:data:`NON_JUDGMENT_OPTIONS`: batch sizes, GPU memory, tensor parallelism, eager mode,
+KV-cache size, executor, device, ...) are left out, so moving to another GPU reuses the cache.
+``teacher_hash(judgment_config(cfg)) == teacher_hash(cfg)``. docs/cache_schema.md writes the rule
+down.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Teacher backend on plain transformers: for users without vLLM, and the reference for vLLM.
 
-A :class:`~leaf.teacher.prompted.PromptedTeacher`, so its prompts, chat template and decision
-tokens are those of :mod:`leaf.teacher.vllm_backend`. Each batch of ``batch_size`` requests is ONE
+A :class:`~leaf.teacher.prompted.PromptedTeacher`: the same prompts, chat template and decision
+tokens as the vLLM backend. Each batch of ``batch_size`` requests is ONE
 forward pass through the model's processor (left padding, so the decision position is the last
 one in every row); the log-softmax of the last position's logits over the whole vocabulary gives
 the raw log-probabilities of the decision tokens, the quantity vLLM's ``logprob_token_ids``

@@ -2,8 +2,7 @@
 
 Rules ``teacher_point``/``teacher_pair`` judge one shard each (a contiguous block of the
 manifest's images or of the pairs) and write a shard cache; ``merge_points``/``merge_pairs``
-concatenate the shards. Every function takes the rule's named input/output/params as keyword
-arguments (see :mod:`leaf.workflow_io`); the cache schema is in docs/cache_schema.md.
+concatenate the shards. The cache schema is in docs/cache_schema.md.
 """
 
 from __future__ import annotations
