@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from leaf import datasets
-from leaf.datasets import DatasetError, build_manifest, load_labels, prepare_manifest_step
+from leaf.datasets import DatasetError, build_manifest, load_labels, prepare_step
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -253,7 +253,7 @@ def test_prepare_manifest_step_writes_parquet(tmp_path: Path) -> None:
     root = copy_fixture("aigiqa20k", tmp_path / "data")
     write_images(load_labels("aigiqa20k", root))
     out = tmp_path / "results" / "aigiqa20k" / "manifest.parquet"
-    prepare_manifest_step(manifest=str(out), adapter="aigiqa20k", root=str(root), options={})
+    prepare_step(manifest=str(out), adapter="aigiqa20k", root=str(root), options={})
     manifest = pd.read_parquet(out)
     assert list(manifest.columns) == [*datasets.MANIFEST_COLUMNS, "prompt"]
     assert len(manifest) == 3
@@ -264,7 +264,7 @@ def test_prepare_manifest_step_accepts_the_demo_rule_inputs(tmp_path: Path) -> N
     root = copy_fixture("demo", tmp_path / "demo")
     write_images(load_labels("demo", root))
     out = tmp_path / "manifest.parquet"
-    prepare_manifest_step(
+    prepare_step(
         manifest=str(out),
         adapter="demo",
         root=str(root),
@@ -281,7 +281,7 @@ def test_prepare_manifest_step_leaves_no_file_on_failure(tmp_path: Path) -> None
     root = copy_fixture("aigiqa20k", tmp_path / "data")  # no images written
     out = tmp_path / "results" / "manifest.parquet"
     with pytest.raises(DatasetError, match="3 of 3"):
-        prepare_manifest_step(manifest=str(out), adapter="aigiqa20k", root=str(root), options={})
+        prepare_step(manifest=str(out), adapter="aigiqa20k", root=str(root), options={})
     assert not out.exists()
     assert not out.parent.exists() or not any(out.parent.iterdir())
 

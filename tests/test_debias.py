@@ -13,7 +13,7 @@ from leaf.teacher.levels import (
     pair_confidence,
     pair_probability,
 )
-from leaf.teacher.steps import teacher_pairs_step
+from leaf.teacher.steps import teacher_pair_step
 
 
 def _logprobs(p_first):
@@ -76,7 +76,7 @@ def test_pairs_step_records_both_orders(tmp_path, monkeypatch, debias):
         "pairs": {"debias": debias},
     }
     out = tmp_path / "teacher_pairs.parquet"
-    teacher_pairs_step(str(manifest), str(pairs), str(out), teacher)
+    teacher_pair_step(str(manifest), str(pairs), str(out), teacher)
     frame = pd.read_parquet(out)
     metadata = json.loads(pq.read_schema(out).metadata[b"leaf"])
     assert metadata["debias"] is debias

@@ -22,7 +22,7 @@ from leaf.teacher.import_backend import (
     read_qbench_json,
 )
 from leaf.teacher.levels import Levels
-from leaf.teacher.steps import teacher_points_step
+from leaf.teacher.steps import teacher_point_step
 
 FIXTURES = Path(__file__).parent / "fixtures" / "qbench"
 TWO_LEVELS = FIXTURES / "two_levels.json"
@@ -81,7 +81,7 @@ def test_changing_gt_score_changes_nothing(tmp_path):
             "import": {"path": str(local), "format": "qbench"},
         }
         out = tmp_path / f"points_{len(caches)}.parquet"
-        teacher_points_step(manifest=str(manifest), points=str(out), teacher=teacher)
+        teacher_point_step(manifest=str(manifest), points=str(out), teacher=teacher)
         caches.append(read_cache(out))
     (first, first_meta), (second, second_meta) = caches
     pd.testing.assert_frame_equal(first, second)
@@ -177,7 +177,7 @@ def test_mplug_owl_import_reaches_the_published_srcc(tmp_path):
         "import": {"path": str(QBENCH / "mplug_owl.json")},
     }
     points = tmp_path / "points.parquet"
-    teacher_points_step(manifest=str(manifest), points=str(points), teacher=teacher)
+    teacher_point_step(manifest=str(manifest), points=str(points), teacher=teacher)
     cache, _ = read_cache(points)
     assert len(cache) == len(labels) == 2982
     joined = cache.merge(labels, left_on="image_id", right_on="name")
@@ -279,7 +279,7 @@ def test_logits_json_score_is_recomputed_from_the_logits(logits_file, tmp_path):
         "import": {"path": str(path), "format": "logits_json"},
     }
     points = tmp_path / "points.parquet"
-    teacher_points_step(manifest=str(manifest), points=str(points), teacher=teacher)
+    teacher_point_step(manifest=str(manifest), points=str(points), teacher=teacher)
     cache, meta = read_cache(points)
     logits = np.array([[r["logits"][f" {w}"] for w in FIVE_WORDS] for r in records])
     expected = _softmax(logits) @ np.array([5.0, 4.0, 3.0, 2.0, 1.0])

@@ -29,7 +29,7 @@ from leaf.teacher import cache_keys
 from leaf.teacher.cache import merge_caches, write_points_cache
 from leaf.teacher.cache_keys import dataset_keys, dataset_pairs, images_key
 from leaf.teacher.levels import Levels
-from leaf.teacher.steps import images_table_step, pairs_table_step
+from leaf.teacher.steps import cache_images_step, cache_pairs_step
 
 SHARD_RULES = {"teacher_point", "teacher_pair"}
 SPLIT = {"test_fraction": 0.25, "seed": 0, "group_by": None, "official_column": None}
@@ -104,7 +104,7 @@ def test_generated_and_pending_datasets_have_keys_before_their_files_exist(tmp_p
     assert missing.kind == "pending"
     config = mine_config(tmp_path / "absent", tmp_path)
     with pytest.raises(DatasetError, match="absent"):
-        images_table_step(str(tmp_path / "t.parquet"), missing.images_key, config)
+        cache_images_step(str(tmp_path / "t.parquet"), missing.images_key, config)
 
 
 def mine_config(root: Path, tmp_path: Path) -> dict:
@@ -119,11 +119,11 @@ def test_key_table_steps_write_the_dataset_and_check_its_key(tmp_path):
     root = write_images(tmp_path / "data")
     config = mine_config(root, tmp_path)
     keys = Plan(config).cache_keys("mine")
-    images_table_step(str(tmp_path / "images.parquet"), keys.images_key, config)
+    cache_images_step(str(tmp_path / "images.parquet"), keys.images_key, config)
     written = pd.read_parquet(tmp_path / "images.parquet")
     assert list(written.columns) == ["image_id", "path", "sha256"]  # no MOS in the cache
     assert images_key(written) == keys.images_key
-    pairs_table_step(str(tmp_path / "pairs.parquet"), keys.images_key, keys.pairs_key, config)
+    cache_pairs_step(str(tmp_path / "pairs.parquet"), keys.images_key, keys.pairs_key, config)
     split = Plan(config).dataset_split("mine")
     pairs = {"per_image": config["pairs"]["per_image"], "seed": config["pairs"]["seed"]}
     pd.testing.assert_frame_equal(
@@ -131,9 +131,9 @@ def test_key_table_steps_write_the_dataset_and_check_its_key(tmp_path):
     )
     # Files changed between planning and running: the step refuses, naming the key.
     with pytest.raises(DatasetError, match="000000000000.*run it again"):
-        images_table_step(str(tmp_path / "other.parquet"), "0" * 12, config)
+        cache_images_step(str(tmp_path / "other.parquet"), "0" * 12, config)
     with pytest.raises(DatasetError, match="pairs key 000000000000"):
-        pairs_table_step(str(tmp_path / "other.parquet"), keys.images_key, "0" * 12, config)
+        cache_pairs_step(str(tmp_path / "other.parquet"), keys.images_key, "0" * 12, config)
     assert not (tmp_path / "other.parquet").exists()
 
 

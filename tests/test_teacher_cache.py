@@ -27,8 +27,8 @@ from leaf.teacher.levels import Levels
 from leaf.teacher.steps import (
     merge_pairs_step,
     merge_points_step,
-    teacher_pairs_step,
-    teacher_points_step,
+    teacher_pair_step,
+    teacher_point_step,
 )
 
 LEVELS = Levels(("Excellent", "Good", "Fair", "Poor", "Bad"), (5.0, 4.0, 3.0, 2.0, 1.0))
@@ -251,11 +251,11 @@ def tiny_dataset(tmp_path):
 def test_teacher_steps_with_shards_equal_one_shot(tiny_dataset, caplog):
     data, out = tiny_dataset, tiny_dataset["dir"] / "out"
     teacher = judgment_config(BRISQUE_CFG)
-    teacher_points_step(manifest=data["manifest"], points=str(out / "one.parquet"), teacher=teacher)
+    teacher_point_step(manifest=data["manifest"], points=str(out / "one.parquet"), teacher=teacher)
     shards = [str(out / f"points_{k}-of-2.parquet") for k in range(2)]
     with caplog.at_level(logging.WARNING):
         for k, shard in enumerate(shards):
-            teacher_points_step(
+            teacher_point_step(
                 manifest=data["manifest"], points=shard, teacher=teacher, shard=k, n_shards=2
             )
     assert "1 of 3 images are (near-)constant" in caplog.text
@@ -271,7 +271,7 @@ def test_teacher_steps_with_shards_equal_one_shot(tiny_dataset, caplog):
 
     pair_shards = [str(out / f"pairs_{k}-of-2.parquet") for k in range(2)]
     for k, shard in enumerate(pair_shards):
-        teacher_pairs_step(
+        teacher_pair_step(
             manifest=data["manifest"],
             pairs=data["pairs"],
             teacher_pairs=shard,
@@ -306,7 +306,7 @@ def test_point_only_teacher_writes_an_empty_pairs_cache(tmp_path):
         "import": {"path": "tests/fixtures/qbench/two_levels.json"},
     }
     out = tmp_path / "teacher_pairs.parquet"
-    teacher_pairs_step(
+    teacher_pair_step(
         manifest=str(manifest), pairs=str(pairs), teacher_pairs=str(out), teacher=teacher
     )
     frame, metadata = read_cache(out)
@@ -322,7 +322,7 @@ def test_pairs_step_rejects_unknown_images(tiny_dataset):
         data["pairs"]
     )
     with pytest.raises(ValueError, match="ghost.png"):
-        teacher_pairs_step(
+        teacher_pair_step(
             manifest=data["manifest"],
             pairs=data["pairs"],
             teacher_pairs=str(data["dir"] / "x.parquet"),

@@ -3,7 +3,7 @@
 :func:`load_labels` reads one dataset's official label file into a common table (``image_id``,
 ``path``, ``mos`` plus adapter extras) keeping the dataset's native MOS scale;
 :func:`build_manifest` opens every image once to record its size and content hash;
-:func:`prepare_manifest_step` is the ``prepare`` rule (``{results}/{dataset}/manifest.parquet``).
+:func:`prepare_step` is the ``prepare`` rule (``{results}/{dataset}/manifest.parquet``).
 
 Adapters and their on-disk layouts (label file, first one found -> image folder; every path
 option is relative to ``root`` unless absolute):
@@ -413,7 +413,7 @@ def build_manifest(labels: pd.DataFrame, progress: bool = True, workers: int = 1
     return manifest
 
 
-def prepare_manifest_step(
+def prepare_step(
     manifest: str,
     adapter: str,
     root: str,

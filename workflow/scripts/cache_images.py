@@ -1,4 +1,4 @@
-"""Rule cache_images: see leaf.teacher.steps.images_table_step."""
+"""Rule cache_images: see leaf.teacher.steps.cache_images_step."""
 
 from leaf.workflow_io import run_step
 
@@ -6,4 +6,4 @@ from leaf.workflow_io import run_step
 # params: a param that differs between results folders (e.g. the dataset's root) would rerun this
 # shared job, and with it the teacher, for every folder. A light job: it runs in the warm worker
 # when that is on (see leaf.warm_worker).
-run_step(snakemake, "leaf.teacher.steps:images_table_step", warm=True, config=snakemake.config)  # noqa: F821
+run_step(snakemake, "leaf.teacher.steps:cache_images_step", warm=True, config=snakemake.config)  # noqa: F821

@@ -26,7 +26,7 @@ plans (no checkpoint), computed from the dataset's own files:
   ones its own ``pairs`` rule drew (:func:`leaf.teacher.steps.merge_pairs_step`).
 
 The cache keeps, next to the shards, one *key table* per key (written by
-:func:`leaf.teacher.steps.images_table_step` and :func:`~leaf.teacher.steps.pairs_table_step`
+:func:`leaf.teacher.steps.cache_images_step` and :func:`~leaf.teacher.steps.cache_pairs_step`
 from the dataset's files, never from a results folder's), the teacher jobs' only inputs besides
 the teacher's own files.
 """

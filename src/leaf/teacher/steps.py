@@ -70,7 +70,7 @@ def _provenance(
     }
 
 
-def teacher_points_step(
+def teacher_point_step(
     manifest: str,
     points: str,
     teacher: dict,
@@ -100,7 +100,7 @@ def teacher_points_step(
     log.info("wrote %s", points)
 
 
-def teacher_pairs_step(
+def teacher_pair_step(
     manifest: str,
     pairs: str,
     teacher_pairs: str,
@@ -211,7 +211,7 @@ def _keyed_settings(config: dict, images_key: str, pairs_key: str | None) -> dic
         ) from error
 
 
-def images_table_step(table: str, images_key: str, config: dict, labels: str | None = None) -> None:
+def cache_images_step(table: str, images_key: str, config: dict, labels: str | None = None) -> None:
     """Rule ``cache_images``: write the images (:data:`~leaf.teacher.cache_keys.IMAGE_COLUMNS`,
     label-file order) of the configured dataset with the images key ``images_key`` to the key
     table ``table``. ``config``: the workflow config, read at run time (so that a results
@@ -223,13 +223,13 @@ def images_table_step(table: str, images_key: str, config: dict, labels: str | N
     log.info("wrote the %d images of key %s to %s", len(images), images_key, table)
 
 
-def pairs_table_step(
+def cache_pairs_step(
     table: str, images_key: str, pairs_key: str, config: dict, labels: str | None = None
 ) -> None:
     """Rule ``cache_pairs``: write the pair set (:data:`~leaf.teacher.cache_keys.PAIR_COLUMNS`)
     of the configured dataset with these keys, drawn from its labels as the ``split`` and
     ``pairs`` rules draw it (:func:`leaf.teacher.cache_keys.dataset_pairs`), to ``table``.
-    ``config``, ``labels``: as in :func:`images_table_step`."""
+    ``config``, ``labels``: as in :func:`cache_images_step`."""
     settings = _keyed_settings(config, images_key, pairs_key)
     pairs = dataset_pairs(settings["dataset"], settings["split"], settings["pairs"])
     write_parquet_atomic(pairs[list(PAIR_COLUMNS)].reset_index(drop=True), Path(table))
