@@ -25,17 +25,27 @@ def write_benchmark(path, seconds: float) -> None:
     [
         ("agiqa3k/prepare.tsv", "prepare"),
         ("agiqa3k/subsets_seed3.tsv", "subsets"),
+        ("agiqa3k/pairs.tsv", "pairs"),
         ("agiqa3k/features_tf_efficientnet_lite0.tsv", "features"),
-        ("agiqa3k/student_tf_efficientnet_lite0/distill_seed0.tsv", "distill"),
+        ("agiqa3k/image_cache_short256.tsv", "image_cache"),
         ("agiqa3k/student_lite0/0123456789ab/point-pair-conf/distill_seed0.tsv", "distill"),
-        ("agiqa3k/eval_lite0/0123456789ab/point/seed1_ratio0.1.tsv", "evaluate"),
-        ("agiqa3k/student_convnext_base/calibrate_seed4_ratio0.1.tsv", "calibrate"),
+        ("agiqa3k/student_lite0/0123456789ab/point/calibrate_seed4_ratio0.1.tsv", "calibrate"),
         ("agiqa3k/student_convnext_base/cft_seed4_ratio0.3.tsv", "calibrate_cft"),
-        ("agiqa3k/eval_tf_efficientnet_lite0/seed0_ratio0.tsv", "evaluate"),
+        ("agiqa3k/eval_lite0/0123456789ab/pair-conf/seed1_ratio0.1.tsv", "evaluate"),
         ("agiqa3k/eval_tf_efficientnet_lite0/cft_seed0_ratio0.1.tsv", "evaluate_cft"),
-        ("agiqa3k/teacher_0123456789ab/point_0-of-4.tsv", "teacher point"),
-        ("agiqa3k/teacher_0123456789ab/merge_points.tsv", "teacher merge_points"),
-        ("table1.tsv", "table1"),
+        ("images-0123456789ab/teacher_0123456789ab/point_0-of-4.tsv", "teacher_point"),
+        ("agiqa3k/teacher_0123456789ab/merge_points.tsv", "merge_points"),
+        ("agiqa3k/teacher_0123456789ab/zero_shot.tsv", "teacher_zero_shot"),
+        ("agiqa3k/deploy/lite0_seed0_ratio0.1.tsv", "deploy"),
+        ("agiqa3k/deploy/best.tsv", "deploy_best"),
+        ("agiqa3k/deploy/best-hf.tsv", "model_folder"),
+        ("table1.tsv", "results_table"),
+        ("fig4.tsv", "fig4"),
+        # Older layouts (no teacher hash and variant in the run's path), other files: no rule.
+        ("agiqa3k/student_tf_efficientnet_lite0/distill_seed0.tsv", report.OTHER_STAGE),
+        ("agiqa3k/eval_tf_efficientnet_lite0/seed0_ratio0.tsv", report.OTHER_STAGE),
+        ("agiqa3k/teacher_0123456789ab/point_0-of-4.tsv", report.OTHER_STAGE),
+        ("agiqa3k/prepare.log", report.OTHER_STAGE),
     ],
 )
 def test_stage_of_names_the_rule_of_a_benchmark_file(relative, stage):
@@ -43,8 +53,9 @@ def test_stage_of_names_the_rule_of_a_benchmark_file(relative, stage):
 
 
 def test_stage_times_sums_jobs_of_a_stage(tmp_path):
-    write_benchmark(tmp_path / "d/student_b/distill_seed0.tsv", 2.0)
-    write_benchmark(tmp_path / "d/student_b/distill_seed1.tsv", 3.5)
+    run = tmp_path / "d/student_b/0123456789ab/point-pair"
+    write_benchmark(run / "distill_seed0.tsv", 2.0)
+    write_benchmark(run / "distill_seed1.tsv", 3.5)
     write_benchmark(tmp_path / "d/features_b.tsv", 100.0)
     times = report.stage_times(tmp_path)
     assert times["stage"].tolist() == ["features", "distill"]  # largest total first

@@ -23,7 +23,7 @@ from PIL import Image
 from workflow_helpers import ROOT, planned_jobs, snakemake, write_override
 
 from leaf.datasets import DatasetError, build_manifest, load_labels
-from leaf.experiments import CACHE_JOB_FILES, Plan, merged_config
+from leaf.experiments import Plan, merged_config
 from leaf.report_results import stage_of
 from leaf.teacher import cache_keys
 from leaf.teacher.cache import merge_caches, write_points_cache
@@ -162,16 +162,11 @@ def test_cache_layout_is_shared_and_its_job_files_name_their_stage():
     assert (
         shard == f"results/teacher_cache/images-{'a' * 12}/teacher_{'c' * 12}/points_0-of-2.parquet"
     )
-    stages = {
-        name: stage_of(pattern.format(shard=0, n_shards=2, **keys) + ".tsv")
-        for name, pattern in CACHE_JOB_FILES.items()
-    }
-    assert stages == {
-        "images": "cache_images",
-        "pairs": "cache_pairs",
-        "points_shard": "teacher point",
-        "pairs_shard": "teacher pair",
-    }
+    cache_rules = ("cache_images", "cache_pairs", "teacher_point", "teacher_pair")
+    for rule in cache_rules:
+        benchmark = plan.benchmark(rule).format(shard=0, n_shards=2, **keys)
+        assert benchmark.startswith("results/benchmarks/images-")  # beside the run's own
+        assert stage_of(benchmark.removeprefix("results/benchmarks/")) == rule
     assert plan.datasets()[0] == "demo"
 
 

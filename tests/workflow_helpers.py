@@ -118,26 +118,42 @@ def planned_jobs(workdir: Path, *args: str, configfiles=()) -> dict[str, int]:
     return counts
 
 
+# The job fields planned_job_blocks keeps: name=value lists and path lists.
+KEYED_FIELDS = ("wildcards", "resources")
+PATH_FIELDS = ("input", "output", "log", "benchmark")
+
+
+def planned_job_blocks(workdir: Path, *args: str, configfiles=()) -> list[dict]:
+    """Every job of a dry run as Snakemake prints it (``rule X:`` ... ``output: a, b`` ...
+    ``wildcards: a=1, b=2`` ... ``resources: tmpdir=/tmp, gpu=1``): dicts with ``rule``, the
+    :data:`KEYED_FIELDS` as dicts and the :data:`PATH_FIELDS` as lists (empty when absent)."""
+    result = snakemake(workdir, "-n", *args, configfiles=configfiles)
+    jobs: list[dict] = []
+    job = None
+    for line in (result.stdout + result.stderr).splitlines():
+        stripped = line.strip()
+        if line.startswith(("rule ", "localrule ")) and stripped.endswith(":"):
+            job = {"rule": stripped.split()[1].rstrip(":")}
+            job |= {key: {} for key in KEYED_FIELDS} | {key: [] for key in PATH_FIELDS}
+            jobs.append(job)
+        elif job is not None and stripped.partition(":")[0] in KEYED_FIELDS + PATH_FIELDS:
+            key, _, values = stripped.partition(":")
+            items = [item.strip() for item in values.split(", ")]
+            if key in PATH_FIELDS:
+                job[key] = items
+            else:
+                job[key] = dict(item.partition("=")[::2] for item in items)
+        elif not stripped:
+            job = None
+    return jobs
+
+
 def planned_job_resources(
     workdir: Path, *args: str, configfiles=()
 ) -> list[tuple[str, dict[str, str], dict[str, str]]]:
     """(rule, wildcards, resources) of every job of a dry run, as Snakemake assigned them
-    (parsed from the job blocks it prints: ``rule X:`` ... ``wildcards: a=1, b=2`` ...
-    ``resources: tmpdir=/tmp, mem_mb=2000, gpu=1``)."""
-    result = snakemake(workdir, "-n", *args, configfiles=configfiles)
-    jobs: list[tuple[str, dict[str, str], dict[str, str]]] = []
-    rule = None
-    for line in (result.stdout + result.stderr).splitlines():
-        stripped = line.strip()
-        if line.startswith(("rule ", "localrule ")) and stripped.endswith(":"):
-            rule = stripped.split()[1].rstrip(":")
-            jobs.append((rule, {}, {}))
-        elif rule is not None and stripped.startswith(("wildcards:", "resources:")):
-            key, _, values = stripped.partition(":")
-            target = jobs[-1][1] if key == "wildcards" else jobs[-1][2]
-            for item in values.split(", "):
-                name, _, value = item.strip().partition("=")
-                target[name] = value
-        elif not stripped:
-            rule = None
-    return jobs
+    (:func:`planned_job_blocks`)."""
+    return [
+        (job["rule"], job["wildcards"], job["resources"])
+        for job in planned_job_blocks(workdir, *args, configfiles=configfiles)
+    ]

@@ -9,21 +9,11 @@ A LEAF student run is identified by (dataset, backbone, teacher, distill variant
   section, table 3's ablation rows use the others (:data:`ABLATION_ROWS`);
 * ``ratio`` 0 is the label-free (distilled) student, ratio > 0 the calibrated one.
 
-File layout under ``results_dir`` (see docs/design.md)::
-
-    {dataset}/student/{backbone}/{teacher_hash}/{variant}/distill_seed{s}.pt
-    {dataset}/student/{backbone}/{teacher_hash}/{variant}/calibrated_seed{s}_ratio{r}.pt
-    {dataset}/eval/{backbone}/{teacher_hash}/{variant}/seed{s}_ratio{r}.json
-    {dataset}/student/{backbone}/cft_seed{s}_ratio{r}.pt      (CFT-only: no teacher)
-    {dataset}/eval/{backbone}/cft_seed{s}_ratio{r}.json
-    {dataset}/eval/teacher_{teacher_hash}.json                 (teacher zero-shot)
-    {dataset}/teacher/{teacher_hash}/points.parquet             (merged from the shared shards)
-
-The teacher's shard caches live in one folder shared by every results folder, ``teacher_cache``
-(default ``results/teacher_cache``), keyed by content (:mod:`leaf.teacher.cache_keys`): see
-:data:`CACHE_FILES`. Logs and benchmarks of the jobs that write them go to the results folder of
-the run that ran them, at the same path below ``logs/`` (``benchmarks/``) with
-``images-{images_key}`` in the place of the dataset (:func:`Plan.cache_job_file`).
+Every path of a run (results, shared teacher cache, logs, benchmarks) is defined once, in
+:mod:`leaf.layout`; :class:`Plan` fills its patterns for this config (``results_dir``,
+``teacher_cache``, default ``<results_dir>/teacher_cache``) and the rules take their outputs,
+logs and benchmarks from it (:meth:`Plan.result_pattern`, :meth:`Plan.cache_pattern`,
+:meth:`Plan.log`, :meth:`Plan.benchmark`).
 
 :class:`Plan` turns the config into the (metrics file, row description) lists of every table and
 figure; the rules only pass them on. A table or figure requested without its ``tables`` entry
@@ -34,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import yaml
 
@@ -45,12 +35,12 @@ from leaf.config_checks import (
     resolve_table_aliases,
     teacher_sections,
 )
+from leaf.layout import CACHE_FILES, RESULT_FILES, fill, job_file
 from leaf.teacher.cache_keys import DatasetKeys, dataset_keys
 from leaf.teacher.factory import speed_options, teacher_hash, teacher_model
 
 # Stage-1 flag -> the term's name in a variant (ω-weighting only matters with the pair term).
 VARIANT_TERMS = (("use_point", "point"), ("use_pair", "pair"), ("use_omega", "conf"))
-VARIANT_PATTERN = "(point|pair)(-pair)?(-conf)?"
 # Table 3: row name -> stage-1 flags (plus the CFT-only row, stage 2 alone, first).
 ABLATION_ROWS = (
     ("point", {"use_point": True, "use_pair": False, "use_omega": False}),
@@ -68,30 +58,6 @@ TABLE_KEYS = {number: key for key, number in PAPER_TABLES.items()}
 COMPARISONS = ("aigc_comparison", "ugc_comparison")
 # Backends whose judgments have no pair-wise part.
 POINT_ONLY_BACKENDS = ("import",)
-# The shared teacher cache (one definition for the rules, the plan and the report): the key
-# tables of an images key and of a pairs key, and a teacher's shard caches under both. Fields:
-# images_key, pairs_key (leaf.teacher.cache_keys), teacher_hash, shard, n_shards.
-CACHE_FILES = {
-    "images": "images-{images_key}/images.parquet",
-    "pairs": "images-{images_key}/pairs-{pairs_key}.parquet",
-    "points_shard": (
-        "images-{images_key}/teacher_{teacher_hash}/points_{shard}-of-{n_shards}.parquet"
-    ),
-    "pairs_shard": (
-        "images-{images_key}/teacher_{teacher_hash}/pairs-{pairs_key}/"
-        "pairs_{shard}-of-{n_shards}.parquet"
-    ),
-}
-# Log/benchmark names of the cache jobs (below logs/ or benchmarks/ of the results folder, with
-# ``images-{images_key}`` in the place of the dataset; leaf.report_results.stage_of reads them).
-CACHE_JOB_FILES = {
-    "images": "images-{images_key}/cache_images",
-    "pairs": "images-{images_key}/pairs-{pairs_key}/cache_pairs",
-    "points_shard": "images-{images_key}/teacher_{teacher_hash}/point_{shard}-of-{n_shards}",
-    "pairs_shard": (
-        "images-{images_key}/teacher_{teacher_hash}/pairs-{pairs_key}/pair_{shard}-of-{n_shards}"
-    ),
-}
 
 
 def variant_name(flags: dict) -> str:
@@ -123,10 +89,9 @@ def ratio_label(ratio: float | str) -> str:
 def run_eval_file(results, dataset, backbone, teacher_hash, variant, seed, ratio) -> str:
     """The test metrics JSON of one LEAF run under the results folder ``results`` (written by
     rule ``evaluate``, :func:`leaf.student.steps.write_evaluation`)."""
-    return (
-        f"{results}/{dataset}/eval/{backbone}/{teacher_hash}/{variant}/"
-        f"seed{seed}_ratio{ratio_label(ratio)}.json"
-    )
+    fields = {"dataset": dataset, "backbone": backbone, "teacher_hash": teacher_hash}
+    fields |= {"variant": variant, "seed": seed, "ratio": ratio_label(ratio)}
+    return f"{results}/{RESULT_FILES['eval_metrics'].format(**fields)}"
 
 
 def percent(ratio: float | str) -> str:
@@ -240,18 +205,31 @@ class Plan:
 
     # --- files ----------------------------------------------------------------------------
     def cache_pattern(self, name: str) -> str:
-        """The path pattern (Snakemake wildcards) of one kind of :data:`CACHE_FILES`."""
+        """The path pattern (Snakemake wildcards) of one kind of :data:`leaf.layout.CACHE_FILES`
+        (the shared teacher cache)."""
         return f"{self.teacher_cache}/{CACHE_FILES[name]}"
 
     def cache_file(self, name: str, **fields) -> str:
-        """One file of :data:`CACHE_FILES`, e.g. ``cache_file("points_shard", images_key=...,
-        teacher_hash=..., shard=0, n_shards=2)``."""
+        """One file of :data:`leaf.layout.CACHE_FILES`, e.g. ``cache_file("points_shard",
+        images_key=..., teacher_hash=..., shard=0, n_shards=2)``."""
         return self.cache_pattern(name).format(**fields)
 
-    def cache_job_file(self, folder: str, name: str, suffix: str) -> str:
-        """Log (``folder="logs"``, ``suffix=".log"``) or benchmark path pattern of the job that
-        writes the cache file ``name``, inside this results folder."""
-        return f"{self.results}/{folder}/{CACHE_JOB_FILES[name]}{suffix}"
+    def result_pattern(self, name: str, **fields) -> str:
+        """The path pattern (Snakemake wildcards) of one kind of :data:`leaf.layout.RESULT_FILES`,
+        with ``fields`` filled in (:func:`leaf.layout.fill`)."""
+        return f"{self.results}/{fill(RESULT_FILES[name], **fields)}"
+
+    def result_file(self, name: str, **fields) -> str:
+        """One file of :data:`leaf.layout.RESULT_FILES`; KeyError when a field is missing."""
+        return f"{self.results}/{RESULT_FILES[name].format(**fields)}"
+
+    def log(self, rule: str, **fields) -> str:
+        """The log path pattern of ``rule``'s jobs (:data:`leaf.layout.JOB_FILES`)."""
+        return f"{self.results}/{job_file('log', rule, **fields)}"
+
+    def benchmark(self, rule: str, **fields) -> str:
+        """The benchmark path pattern of ``rule``'s jobs (:data:`leaf.layout.JOB_FILES`)."""
+        return f"{self.results}/{job_file('benchmark', rule, **fields)}"
 
     def reported_datasets(self) -> list[str]:
         """The datasets a configured table or figure reports, in the order they are named."""
@@ -309,26 +287,35 @@ class Plan:
         )
 
     def student_dir(self, dataset: str, backbone: str, teacher_hash: str, variant: str) -> str:
-        return f"{self.results}/{dataset}/student/{backbone}/{teacher_hash}/{variant}"
+        """The folder of a LEAF run's models and histories (every seed and ratio)."""
+        model = self.student_model(dataset, backbone, teacher_hash, variant, 0, 0)
+        return str(PurePosixPath(model).parent)
 
     def student_model(
         self, dataset: str, backbone: str, teacher_hash: str, variant: str, seed, ratio
     ) -> str:
         """The distilled model for ratio 0 (label-free), else the calibrated one."""
-        folder = self.student_dir(dataset, backbone, teacher_hash, variant)
+        return self.student_file("model", dataset, backbone, teacher_hash, variant, seed, ratio)
+
+    def student_file(
+        self, kind: str, dataset: str, backbone: str, teacher_hash: str, variant: str, seed, ratio
+    ) -> str:
+        """The ``model`` or ``history`` of a LEAF run: distilled for ratio 0, else calibrated."""
+        fields = {"dataset": dataset, "backbone": backbone, "teacher_hash": teacher_hash}
+        fields |= {"variant": variant, "seed": seed}
         if float(ratio) == 0:
-            return f"{folder}/distill_seed{seed}.pt"
-        return f"{folder}/calibrated_seed{seed}_ratio{ratio_label(ratio)}.pt"
+            return self.result_file(f"distilled_{kind}", **fields)
+        return self.result_file(f"calibrated_{kind}", ratio=ratio_label(ratio), **fields)
 
     def eval_file(self, dataset, backbone, teacher_hash, variant, seed, ratio) -> str:
         return run_eval_file(self.results, dataset, backbone, teacher_hash, variant, seed, ratio)
 
     def cft_eval_file(self, dataset: str, backbone: str, seed, ratio) -> str:
-        name = f"cft_seed{seed}_ratio{ratio_label(ratio)}.json"
-        return f"{self.results}/{dataset}/eval/{backbone}/{name}"
+        fields = {"dataset": dataset, "backbone": backbone, "seed": seed}
+        return self.result_file("cft_eval_metrics", ratio=ratio_label(ratio), **fields)
 
     def teacher_eval_file(self, dataset: str, teacher: Teacher) -> str:
-        return f"{self.results}/{dataset}/eval/teacher_{teacher.hash}.json"
+        return self.result_file("teacher_eval", dataset=dataset, teacher_hash=teacher.hash)
 
     # --- rows: (metrics file, description) --------------------------------------------------
     def leaf_rows(
@@ -497,12 +484,11 @@ class Plan:
         runs = []
         for ratio in ["0", *[r for r in self.ratios if float(r) > 0]]:
             for seed in self.seeds:
-                model = self.student_model(
-                    dataset, self.backbone, self.teacher.hash, self.variant, seed, ratio
+                history = self.student_file(
+                    "history", dataset, self.backbone, self.teacher.hash, self.variant, seed, ratio
                 )
                 stage = "distill" if float(ratio) == 0 else "calibrate"
-                run = {"stage": stage, "seed": seed, "ratio": float(ratio)}
-                runs.append((model.removesuffix(".pt") + ".history.csv", run))
+                runs.append((history, {"stage": stage, "seed": seed, "ratio": float(ratio)}))
         return dataset, runs
 
     def all_ratios(self) -> list[float]:
@@ -520,10 +506,13 @@ class Plan:
         """Every table and figure that has a (non-null) ``tables`` entry, the training curves
         of the main runs (when a comparison table, AIGC or UGC, is configured) and the deploy
         selection of every benchmark dataset (when a ratio > 0 is trained)."""
-        targets = [f"{self.results}/{n}.csv" for k, n in PAPER_TABLES.items() if k in self.tables]
-        targets += [f"{self.results}/{n}.png" for k, n in PAPER_FIGURES.items() if k in self.tables]
+        tables = [n for k, n in PAPER_TABLES.items() if k in self.tables]
+        targets = [self.result_file("table", table=table) for table in tables]
+        targets += [
+            self.result_file(f"{n}_png") for k, n in PAPER_FIGURES.items() if k in self.tables
+        ]
         if any(key in self.tables for key in COMPARISONS):
-            targets.append(f"{self.results}/training_curves.png")
+            targets.append(self.result_file("training_curves_png"))
         if any(float(r) > 0 for r in self.ratios):
             self.deploy_ratio()  # refuses a deploy.ratio whose runs are not trained
             targets += [self.deploy_selection_file(d) for d in self.benchmark_datasets()]
@@ -565,4 +554,4 @@ class Plan:
 
     def deploy_selection_file(self, dataset: str) -> str:
         """The table of the runs ``deploy_best`` compared for ``dataset`` and the one chosen."""
-        return f"{self.results}/{dataset}/deploy/selection.csv"
+        return self.result_file("deploy_selection", dataset=dataset)

@@ -11,12 +11,12 @@ rule calibrate_cft:
         manifest=rules.prepare.output.manifest,
         subsets=rules.subsets.output.subsets,
     output:
-        model=f"{RESULTS}/{{dataset}}/student/{{backbone}}/cft_seed{{seed}}_ratio{{ratio}}.pt",
-        history=f"{RESULTS}/{{dataset}}/student/{{backbone}}/cft_seed{{seed}}_ratio{{ratio}}.history.csv",
+        model=PLAN.result_pattern("cft_model"),
+        history=PLAN.result_pattern("cft_history"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/student_{{backbone}}/cft_seed{{seed}}_ratio{{ratio}}.log",
+        PLAN.log("calibrate_cft"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/student_{{backbone}}/cft_seed{{seed}}_ratio{{ratio}}.tsv"
+        PLAN.benchmark("calibrate_cft")
     conda:
         "../envs/student.yaml"
     threads: STUDENT_THREADS
@@ -39,12 +39,12 @@ rule evaluate_cft:
         manifest=rules.prepare.output.manifest,
         model=rules.calibrate_cft.output.model,
     output:
-        predictions=f"{RESULTS}/{{dataset}}/eval/{{backbone}}/cft_seed{{seed}}_ratio{{ratio}}.parquet",
-        metrics=f"{RESULTS}/{{dataset}}/eval/{{backbone}}/cft_seed{{seed}}_ratio{{ratio}}.json",
+        predictions=PLAN.result_pattern("cft_eval_predictions"),
+        metrics=PLAN.result_pattern("cft_eval_metrics"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/eval_{{backbone}}/cft_seed{{seed}}_ratio{{ratio}}.log",
+        PLAN.log("evaluate_cft"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/eval_{{backbone}}/cft_seed{{seed}}_ratio{{ratio}}.tsv"
+        PLAN.benchmark("evaluate_cft")
     conda:
         "../envs/student.yaml"
     threads: STUDENT_THREADS

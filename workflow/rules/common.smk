@@ -6,13 +6,8 @@ from snakemake.utils import validate
 
 from leaf.config_checks import check_config, resolve_table_aliases
 from leaf.datasets import image_files, label_file
-from leaf.experiments import (
-    TABLE_KEYS,
-    VARIANT_PATTERN,
-    Plan,
-    ratio_label,
-    variant_flags,
-)
+from leaf.experiments import TABLE_KEYS, Plan, ratio_label, variant_flags
+from leaf.layout import WILDCARDS
 from leaf.student.stages import stage_gpus, stage_settings, stage_threads
 from leaf.teacher.cache_keys import GENERATED_ADAPTERS
 from leaf.teacher.factory import judgment_config, teacher_gpus
@@ -30,7 +25,6 @@ check_config(config)
 # Every run, file and table row behind the configured targets (leaf.experiments.Plan).
 PLAN = Plan(config)
 
-RESULTS = config["results_dir"]
 # The main teacher's cache hash, the student backbone and the stage-1 variant of the main runs.
 TEACHER_HASH = PLAN.teacher.hash
 BACKBONE = PLAN.backbone
@@ -49,18 +43,10 @@ STUDENT_GPUS = stage_gpus(STUDENT_MODE)
 STUDENT_THREADS = stage_threads(STUDENT_MODE)
 
 
+# Every wildcard's pattern, from the path layout (leaf.layout: results, cache, logs, benchmarks
+# are defined there, and the rules take them from PLAN).
 wildcard_constraints:
-    dataset="[A-Za-z0-9_-]+",
-    seed=r"\d+",
-    ratio=r"[0-9.]+",
-    shard=r"\d+",
-    n_shards=r"\d+",
-    teacher_hash="[0-9a-f]{12}",
-    images_key="[0-9a-f]{12}",
-    pairs_key="[0-9a-f]{12}",
-    backbone="[A-Za-z0-9_.-]+",
-    variant=VARIANT_PATTERN,
-    table="|".join(TABLE_KEYS),
+    **WILDCARDS,
 
 
 def dataset_config(wildcards):
@@ -234,8 +220,10 @@ def fig2_inputs(wildcards):
     spec = PLAN.fig2_spec()
     dataset = spec["dataset"]
     return {
-        "points": f"{RESULTS}/{dataset}/teacher/{TEACHER_HASH}/points.parquet",
-        "split": f"{RESULTS}/{dataset}/split.parquet",
-        "manifest": f"{RESULTS}/{dataset}/manifest.parquet",
-        "subsets": f"{RESULTS}/{dataset}/subsets/seed{spec['seed']}.parquet",
+        "points": PLAN.result_file(
+            "teacher_points", dataset=dataset, teacher_hash=TEACHER_HASH
+        ),
+        "split": PLAN.result_file("split", dataset=dataset),
+        "manifest": PLAN.result_file("manifest", dataset=dataset),
+        "subsets": PLAN.result_file("subsets", dataset=dataset, seed=spec["seed"]),
     }

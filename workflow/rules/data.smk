@@ -24,11 +24,11 @@ rule prepare:
     input:
         unpack(prepare_inputs),
     output:
-        manifest=f"{RESULTS}/{{dataset}}/manifest.parquet",
+        manifest=PLAN.result_pattern("manifest"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/prepare.log",
+        PLAN.log("prepare"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/prepare.tsv"
+        PLAN.benchmark("prepare")
     conda:
         "../envs/student.yaml"
     # Every image is decoded once (sizes and hashes); Pillow decodes in parallel threads.
@@ -45,11 +45,11 @@ rule split:
     input:
         manifest=rules.prepare.output.manifest,
     output:
-        split=f"{RESULTS}/{{dataset}}/split.parquet",
+        split=PLAN.result_pattern("split"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/split.log",
+        PLAN.log("split"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/split.tsv"
+        PLAN.benchmark("split")
     conda:
         "../envs/student.yaml"
     params:
@@ -65,11 +65,11 @@ rule subsets:
     input:
         split=rules.split.output.split,
     output:
-        subsets=f"{RESULTS}/{{dataset}}/subsets/seed{{seed}}.parquet",
+        subsets=PLAN.result_pattern("subsets"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/subsets_seed{{seed}}.log",
+        PLAN.log("subsets"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/subsets_seed{{seed}}.tsv"
+        PLAN.benchmark("subsets")
     conda:
         "../envs/student.yaml"
     params:
@@ -85,11 +85,11 @@ rule pairs:
     input:
         split=rules.split.output.split,
     output:
-        pairs=f"{RESULTS}/{{dataset}}/pairs.parquet",
+        pairs=PLAN.result_pattern("pairs"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/pairs.log",
+        PLAN.log("pairs"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/pairs.tsv"
+        PLAN.benchmark("pairs")
     conda:
         "../envs/student.yaml"
     params:

@@ -22,11 +22,11 @@ rule deploy:
     input:
         model=main_student_model,
     output:
-        artifact=f"{RESULTS}/{{dataset}}/deploy/{{backbone}}_seed{{seed}}_ratio{{ratio}}.leaf.pt",
+        artifact=PLAN.result_pattern("deploy_artifact"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/deploy/{{backbone}}_seed{{seed}}_ratio{{ratio}}.log",
+        PLAN.log("deploy"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/deploy/{{backbone}}_seed{{seed}}_ratio{{ratio}}.tsv"
+        PLAN.benchmark("deploy")
     conda:
         "../envs/student.yaml"
     threads: 1
@@ -62,21 +62,27 @@ rule deploy_best:
     input:
         # The calibrated run of every seed at the deploy ratio, of the configured backbone.
         candidates=lambda wc: [
-            f"{RESULTS}/{wc.dataset}/deploy/{BACKBONE}_seed{seed}_ratio{ratio}.leaf.pt"
+            PLAN.result_file(
+                "deploy_artifact",
+                dataset=wc.dataset,
+                backbone=BACKBONE,
+                seed=seed,
+                ratio=ratio,
+            )
             for seed, ratio in PLAN.deploy_runs()
         ],
     output:
-        artifact=f"{RESULTS}/{{dataset}}/deploy/best.leaf.pt",
+        artifact=PLAN.result_pattern("best_artifact"),
         selection=report(
-            f"{RESULTS}/{{dataset}}/deploy/selection.csv",
+            PLAN.result_pattern("deploy_selection"),
             caption="../report/deploy_selection.rst",
             category="Deploy",
             labels={"dataset": "{dataset}", "table": "deploy selection"},
         ),
     log:
-        f"{RESULTS}/logs/{{dataset}}/deploy/best.log",
+        PLAN.log("deploy_best"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/deploy/best.tsv"
+        PLAN.benchmark("deploy_best")
     conda:
         "../envs/student.yaml"
     params:
@@ -95,13 +101,13 @@ rule model_folder:
             for seed, ratio in PLAN.deploy_runs()
         ],
     output:
-        weights=f"{RESULTS}/{{dataset}}/deploy/best-hf/model.safetensors",
-        config=f"{RESULTS}/{{dataset}}/deploy/best-hf/config.json",
-        card=f"{RESULTS}/{{dataset}}/deploy/best-hf/README.md",
+        weights=PLAN.result_pattern("model_folder_weights"),
+        config=PLAN.result_pattern("model_folder_config"),
+        card=PLAN.result_pattern("model_folder_card"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/deploy/best-hf.log",
+        PLAN.log("model_folder"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/deploy/best-hf.tsv"
+        PLAN.benchmark("model_folder")
     conda:
         "../envs/student.yaml"
     params:

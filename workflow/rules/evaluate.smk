@@ -10,12 +10,12 @@ rule evaluate:
         manifest=rules.prepare.output.manifest,
         model=student_model,
     output:
-        predictions=f"{RESULTS}/{{dataset}}/eval/{{backbone}}/{{teacher_hash}}/{{variant}}/seed{{seed}}_ratio{{ratio}}.parquet",
-        metrics=f"{RESULTS}/{{dataset}}/eval/{{backbone}}/{{teacher_hash}}/{{variant}}/seed{{seed}}_ratio{{ratio}}.json",
+        predictions=PLAN.result_pattern("eval_predictions"),
+        metrics=PLAN.result_pattern("eval_metrics"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/eval_{{backbone}}/{{teacher_hash}}/{{variant}}/seed{{seed}}_ratio{{ratio}}.log",
+        PLAN.log("evaluate"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/eval_{{backbone}}/{{teacher_hash}}/{{variant}}/seed{{seed}}_ratio{{ratio}}.tsv"
+        PLAN.benchmark("evaluate")
     conda:
         "../envs/student.yaml"
     threads: STUDENT_THREADS

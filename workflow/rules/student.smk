@@ -11,11 +11,11 @@ rule features:
     input:
         manifest=rules.prepare.output.manifest,
     output:
-        features=f"{RESULTS}/{{dataset}}/features/{{backbone}}.pt",
+        features=PLAN.result_pattern("features"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/features_{{backbone}}.log",
+        PLAN.log("features"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/features_{{backbone}}.tsv"
+        PLAN.benchmark("features")
     conda:
         "../envs/student.yaml"
     threads: 2
@@ -34,12 +34,12 @@ rule image_cache:
     input:
         manifest=rules.prepare.output.manifest,
     output:
-        cache=f"{RESULTS}/{{dataset}}/image_cache/short{CACHE_SHORT_SIDE}.npy",
-        index=f"{RESULTS}/{{dataset}}/image_cache/short{CACHE_SHORT_SIDE}.parquet",
+        cache=PLAN.result_pattern("image_cache", short_side=CACHE_SHORT_SIDE),
+        index=PLAN.result_pattern("image_cache_index", short_side=CACHE_SHORT_SIDE),
     log:
-        f"{RESULTS}/logs/{{dataset}}/image_cache_short{CACHE_SHORT_SIDE}.log",
+        PLAN.log("image_cache", short_side=CACHE_SHORT_SIDE),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/image_cache_short{CACHE_SHORT_SIDE}.tsv"
+        PLAN.benchmark("image_cache", short_side=CACHE_SHORT_SIDE)
     conda:
         "../envs/student.yaml"
     threads: 2
@@ -53,15 +53,15 @@ rule distill:
     input:
         unpack(student_images),
         split=rules.split.output.split,
-        teacher_points=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/points.parquet",
-        teacher_pairs=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/pairs_kept.parquet",
+        teacher_points=rules.merge_points.output.merged,
+        teacher_pairs=rules.filter_pairs.output.kept,
     output:
-        model=f"{RESULTS}/{{dataset}}/student/{{backbone}}/{{teacher_hash}}/{{variant}}/distill_seed{{seed}}.pt",
-        history=f"{RESULTS}/{{dataset}}/student/{{backbone}}/{{teacher_hash}}/{{variant}}/distill_seed{{seed}}.history.csv",
+        model=PLAN.result_pattern("distilled_model"),
+        history=PLAN.result_pattern("distilled_history"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/student_{{backbone}}/{{teacher_hash}}/{{variant}}/distill_seed{{seed}}.log",
+        PLAN.log("distill"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/student_{{backbone}}/{{teacher_hash}}/{{variant}}/distill_seed{{seed}}.tsv"
+        PLAN.benchmark("distill")
     conda:
         "../envs/student.yaml"
     threads: STUDENT_THREADS
@@ -83,12 +83,12 @@ rule calibrate:
         subsets=rules.subsets.output.subsets,
         distilled=rules.distill.output.model,
     output:
-        model=f"{RESULTS}/{{dataset}}/student/{{backbone}}/{{teacher_hash}}/{{variant}}/calibrated_seed{{seed}}_ratio{{ratio}}.pt",
-        history=f"{RESULTS}/{{dataset}}/student/{{backbone}}/{{teacher_hash}}/{{variant}}/calibrated_seed{{seed}}_ratio{{ratio}}.history.csv",
+        model=PLAN.result_pattern("calibrated_model"),
+        history=PLAN.result_pattern("calibrated_history"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/student_{{backbone}}/{{teacher_hash}}/{{variant}}/calibrate_seed{{seed}}_ratio{{ratio}}.log",
+        PLAN.log("calibrate"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/student_{{backbone}}/{{teacher_hash}}/{{variant}}/calibrate_seed{{seed}}_ratio{{ratio}}.tsv"
+        PLAN.benchmark("calibrate")
     conda:
         "../envs/student.yaml"
     threads: STUDENT_THREADS

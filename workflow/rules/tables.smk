@@ -18,15 +18,15 @@ rule results_table:
         unpack(table_inputs),
     output:
         table=report(
-            f"{RESULTS}/{{table}}.csv",
+            PLAN.result_pattern("table"),
             caption="../report/table.rst",
             category="Tables",
             labels={"table": "{table}"},
         ),
     log:
-        f"{RESULTS}/logs/{{table}}.log",
+        PLAN.log("results_table"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{table}}.tsv"
+        PLAN.benchmark("results_table")
     conda:
         "../envs/student.yaml"
     params:
@@ -42,17 +42,17 @@ rule fig4:
         unpack(fig4_inputs),
     output:
         png=report(
-            f"{RESULTS}/fig4.png",
+            PLAN.result_pattern("fig4_png"),
             caption="../report/fig4.rst",
             category="Figures",
             labels={"figure": "fig4"},
         ),
-        svg=f"{RESULTS}/fig4.svg",
-        csv=f"{RESULTS}/fig4.csv",
+        svg=PLAN.result_pattern("fig4_svg"),
+        csv=PLAN.result_pattern("fig4_csv"),
     log:
-        f"{RESULTS}/logs/fig4.log",
+        PLAN.log("fig4"),
     benchmark:
-        f"{RESULTS}/benchmarks/fig4.tsv"
+        PLAN.benchmark("fig4")
     conda:
         "../envs/student.yaml"
     params:
@@ -69,18 +69,18 @@ rule fig2:
         unpack(fig2_inputs),
     output:
         png=report(
-            f"{RESULTS}/fig2.png",
+            PLAN.result_pattern("fig2_png"),
             caption="../report/fig2.rst",
             category="Figures",
             labels={"figure": "fig2"},
         ),
-        svg=f"{RESULTS}/fig2.svg",
-        stats=f"{RESULTS}/fig2.json",
-        caption=f"{RESULTS}/fig2_caption.rst",
+        svg=PLAN.result_pattern("fig2_svg"),
+        stats=PLAN.result_pattern("fig2_stats"),
+        caption=PLAN.result_pattern("fig2_caption"),
     log:
-        f"{RESULTS}/logs/fig2.log",
+        PLAN.log("fig2"),
     benchmark:
-        f"{RESULTS}/benchmarks/fig2.tsv"
+        PLAN.benchmark("fig2")
     conda:
         "../envs/student.yaml"
     params:
@@ -96,17 +96,17 @@ rule training_curves:
         histories=lambda wc: [path for path, _ in PLAN.training_histories()[1]],
     output:
         png=report(
-            f"{RESULTS}/training_curves.png",
+            PLAN.result_pattern("training_curves_png"),
             caption="../report/training_curves.rst",
             category="Training",
             labels={"figure": "training curves"},
         ),
-        svg=f"{RESULTS}/training_curves.svg",
-        csv=f"{RESULTS}/training_curves.csv",
+        svg=PLAN.result_pattern("training_curves_svg"),
+        csv=PLAN.result_pattern("training_curves_csv"),
     log:
-        f"{RESULTS}/logs/training_curves.log",
+        PLAN.log("training_curves"),
     benchmark:
-        f"{RESULTS}/benchmarks/training_curves.tsv"
+        PLAN.benchmark("training_curves")
     conda:
         "../envs/student.yaml"
     params:

@@ -28,9 +28,9 @@ rule cache_images:
     output:
         table=PLAN.cache_pattern("images"),
     log:
-        PLAN.cache_job_file("logs", "images", ".log"),
+        PLAN.log("cache_images"),
     benchmark:
-        PLAN.cache_job_file("benchmarks", "images", ".tsv")
+        PLAN.benchmark("cache_images")
     conda:
         "../envs/student.yaml"
     params:
@@ -45,9 +45,9 @@ rule cache_pairs:
     output:
         table=PLAN.cache_pattern("pairs"),
     log:
-        PLAN.cache_job_file("logs", "pairs", ".log"),
+        PLAN.log("cache_pairs"),
     benchmark:
-        PLAN.cache_job_file("benchmarks", "pairs", ".tsv")
+        PLAN.benchmark("cache_pairs")
     conda:
         "../envs/student.yaml"
     params:
@@ -66,9 +66,9 @@ rule teacher_point:
     output:
         points=PLAN.cache_pattern("points_shard"),
     log:
-        PLAN.cache_job_file("logs", "points_shard", ".log"),
+        PLAN.log("teacher_point"),
     benchmark:
-        PLAN.cache_job_file("benchmarks", "points_shard", ".tsv")
+        PLAN.benchmark("teacher_point")
     conda:
         "../envs/teacher.yaml"
     resources:
@@ -90,9 +90,9 @@ rule teacher_pair:
     output:
         teacher_pairs=PLAN.cache_pattern("pairs_shard"),
     log:
-        PLAN.cache_job_file("logs", "pairs_shard", ".log"),
+        PLAN.log("teacher_pair"),
     benchmark:
-        PLAN.cache_job_file("benchmarks", "pairs_shard", ".tsv")
+        PLAN.benchmark("teacher_pair")
     conda:
         "../envs/teacher.yaml"
     resources:
@@ -111,11 +111,11 @@ rule merge_points:
         shards=lambda wc: teacher_shards(wc, "points"),
         manifest=rules.prepare.output.manifest,
     output:
-        merged=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/points.parquet",
+        merged=PLAN.result_pattern("teacher_points"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/teacher_{{teacher_hash}}/merge_points.log",
+        PLAN.log("merge_points"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/teacher_{{teacher_hash}}/merge_points.tsv"
+        PLAN.benchmark("merge_points")
     conda:
         "../envs/student.yaml"
     script:
@@ -127,11 +127,11 @@ rule merge_pairs:
         shards=lambda wc: teacher_shards(wc, "pairs"),
         pairs=rules.pairs.output.pairs,
     output:
-        merged=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/pairs.parquet",
+        merged=PLAN.result_pattern("teacher_pairs"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/teacher_{{teacher_hash}}/merge_pairs.log",
+        PLAN.log("merge_pairs"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/teacher_{{teacher_hash}}/merge_pairs.tsv"
+        PLAN.benchmark("merge_pairs")
     conda:
         "../envs/student.yaml"
     script:
@@ -142,11 +142,11 @@ rule filter_pairs:
     input:
         pairs=rules.merge_pairs.output.merged,
     output:
-        kept=f"{RESULTS}/{{dataset}}/teacher/{{teacher_hash}}/pairs_kept.parquet",
+        kept=PLAN.result_pattern("teacher_pairs_kept"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/teacher_{{teacher_hash}}/filter_pairs.log",
+        PLAN.log("filter_pairs"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/teacher_{{teacher_hash}}/filter_pairs.tsv"
+        PLAN.benchmark("filter_pairs")
     conda:
         "../envs/student.yaml"
     params:
@@ -161,11 +161,11 @@ rule teacher_zero_shot:
         split=rules.split.output.split,
         manifest=rules.prepare.output.manifest,
     output:
-        metrics=f"{RESULTS}/{{dataset}}/eval/teacher_{{teacher_hash}}.json",
+        metrics=PLAN.result_pattern("teacher_eval"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/teacher_{{teacher_hash}}/zero_shot.log",
+        PLAN.log("teacher_zero_shot"),
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/teacher_{{teacher_hash}}/zero_shot.tsv"
+        PLAN.benchmark("teacher_zero_shot")
     conda:
         "../envs/student.yaml"
     script:
