@@ -16,7 +16,10 @@ not timed: process start and loading the model. Two settings:
 * ``fp32``: bf16 autocast off in both, what a CPU without native bf16 (AVX2 only) runs; the
   current ``auto`` engine then runs ONNX Runtime.
 
-and, for information, the current tree's ``onnxruntime`` engine with ``amp`` on against the
+both also with ``OMP_WAIT_POLICY=PASSIVE`` in both trees (OpenMP threads sleep instead of
+spinning while they wait: on a machine that other work shares, spinning threads take the cores
+from the ones with work, and the baseline's serial decode-then-forward loop suffers most), and,
+for information, the current tree's ``onnxruntime`` engine with ``amp`` on against the
 baseline's ``amp`` run. The settings' runs alternate baseline/current ``--repeats`` times; the
 rates are compared on the medians. Features are compared image by image: max |new - old| /
 max |old| per image (the goal: within 1e-3, or identical). The section is written into
@@ -46,11 +49,14 @@ TOLERANCE = 1e-3
 GOAL = 2.0
 N_AGIQA3K = 2982
 SECTION = "features_speed"
-# (label, amp, current engine, the baseline run it is compared with)
+# (label, amp, current engine, OMP_WAIT_POLICY or None, the baseline run it is compared with;
+# the baseline runs a setting only where that is the setting itself)
 SETTINGS = (
-    ("amp", True, "auto", "amp"),
-    ("fp32", False, "auto", "fp32"),
-    ("onnxruntime, amp on", True, "onnxruntime", "amp"),
+    ("amp", True, "auto", None, "amp"),
+    ("fp32", False, "auto", None, "fp32"),
+    ("amp, OpenMP passive", True, "auto", "PASSIVE", "amp, OpenMP passive"),
+    ("fp32, OpenMP passive", False, "auto", "PASSIVE", "fp32, OpenMP passive"),
+    ("onnxruntime, amp on", True, "onnxruntime", None, "amp"),
 )
 
 
@@ -103,9 +109,14 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps({**outcome, "engine": engine, "precision": precision}))
 
 
-def run_tree(tree: Path, amp: bool, engine: str, paths_file: Path, result: Path, args) -> dict:
-    """A worker process on ``tree``'s source; its JSON line."""
+def run_tree(tree: Path, setting: tuple, paths_file: Path, result: Path, args) -> dict:
+    """A worker process on ``tree``'s source with ``setting`` (of :data:`SETTINGS`); its JSON
+    line."""
+    _, amp, engine, wait_policy, _ = setting
     env = {**os.environ, "PYTHONPATH": str(tree / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("OMP_WAIT_POLICY", None)
+    if wait_policy:
+        env["OMP_WAIT_POLICY"] = wait_policy
     command = [sys.executable, __file__, "worker", "--paths", str(paths_file)]
     command += ["--result", str(result), "--batch-size", str(args.batch_size)]
     command += ["--threads", str(args.threads), "--engine", engine]
@@ -217,7 +228,7 @@ def report(args, runs: dict, features: dict, pipeline: tuple[float, float], wall
         "| features | max rel. difference per image | L2 rel. difference (median / max) |",
         "|---|---|---:|---:|---|---|---:|---|",
     ]
-    for setting, _amp, _engine, base_setting in SETTINGS:
+    for setting, *_, base_setting in SETTINGS:
         ratio = median[(setting, "current")] / median[(base_setting, "baseline")]
         ratio_full = full[(setting, "current")] / full[(base_setting, "baseline")]
         diff = features[setting]
@@ -241,7 +252,9 @@ def report(args, runs: dict, features: dict, pipeline: tuple[float, float], wall
         "",
         f"The machine has {cores} cores and was shared with other work: the 1-minute load "
         f"average reached {busy:.1f} during the run, so absolute rates are low and noisy; the "
-        "alternating order and the medians are meant to spread that over both trees.",
+        "alternating order and the medians are meant to spread that over both trees. "
+        "'OpenMP passive': both trees with OMP_WAIT_POLICY=PASSIVE (OpenMP threads sleep "
+        "instead of spinning while they wait), which takes most of the load's effect away.",
         "",
     ]
     return "\n".join(lines)
@@ -280,18 +293,19 @@ def main() -> None:
         paths_file.write_text("\n".join(paths))
         arrays: dict[tuple[str, str], np.ndarray] = {}
         for repeat in range(args.repeats):
-            for setting, amp, engine, _ in SETTINGS:
+            for setting_spec in SETTINGS:
+                setting, base_setting = setting_spec[0], setting_spec[-1]
                 trees = [("baseline", args.baseline), ("current", ROOT)]
-                if setting not in {"amp", "fp32"}:
+                if base_setting != setting:
                     trees = trees[1:]  # compared with the baseline's run of its own setting
                 for name, tree in trees if repeat % 2 == 0 else trees[::-1]:
                     result = Path(folder) / f"{setting}_{name}.npy"
-                    outcome = run_tree(tree, amp, engine, paths_file, result, args)
+                    outcome = run_tree(tree, setting_spec, paths_file, result, args)
                     runs.setdefault((setting, name), []).append(outcome)
                     arrays[(setting, name)] = np.load(result)
                     rate = outcome["images"] / outcome["seconds"]
                     print(f"{setting} {name}: {rate:.2f} images/s ({outcome['load']})", flush=True)
-        for setting, _amp, _engine, base_setting in SETTINGS:
+        for setting, *_, base_setting in SETTINGS:
             features[setting] = compare(
                 arrays[(setting, "current")], arrays[(base_setting, "baseline")]
             )
