@@ -181,6 +181,7 @@ def report(args, runs: dict, features: dict, pipeline: tuple[float, float], wall
         key: float(np.median([r["images"] / r["seconds"] for r in value]))
         for key, value in runs.items()
     }
+    best = {key: max(r["images"] / r["seconds"] for r in value) for key, value in runs.items()}
     full = {key: float(np.median([projected(r) for r in value])) for key, value in runs.items()}
     lines = [
         "## Goal 2: frozen features",
@@ -220,16 +221,19 @@ def report(args, runs: dict, features: dict, pipeline: tuple[float, float], wall
         )
     lines += [
         "",
-        "Current against baseline: images/s ratio of the medians, measured on the subset and "
-        "projected to all 2982 images (the one-off preparation counted once); features compared "
+        "Current against baseline: images/s ratios of the medians and of the best runs (the "
+        "least disturbed) on the subset, and of the medians projected to all 2982 images (the "
+        "one-off preparation counted once; the goal is judged on this one); features compared "
         "image by image against the baseline's run of the same setting.",
         "",
-        "| current setting | baseline setting | ratio, subset | ratio, 2982 images | goal >= 2x "
-        "| features | max rel. difference per image | L2 rel. difference (median / max) |",
-        "|---|---|---:|---:|---|---|---:|---|",
+        "| current setting | baseline setting | ratio, median | ratio, best | ratio, 2982 images "
+        "| goal >= 2x | features | max rel. difference per image | L2 rel. difference "
+        "(median / max) |",
+        "|---|---|---:|---:|---:|---|---|---:|---|",
     ]
     for setting, *_, base_setting in SETTINGS:
         ratio = median[(setting, "current")] / median[(base_setting, "baseline")]
+        ratio_best = best[(setting, "current")] / best[(base_setting, "baseline")]
         ratio_full = full[(setting, "current")] / full[(base_setting, "baseline")]
         diff = features[setting]
         same = (
@@ -242,7 +246,8 @@ def report(args, runs: dict, features: dict, pipeline: tuple[float, float], wall
             )
         )
         lines.append(
-            f"| {setting} | {base_setting} | {ratio:.2f}x | {ratio_full:.2f}x | "
+            f"| {setting} | {base_setting} | {ratio:.2f}x | {ratio_best:.2f}x | "
+            f"{ratio_full:.2f}x | "
             f"{'met' if ratio_full >= GOAL else 'not met'} | {same} | {diff['max_rel']:.2e} | "
             f"{diff['l2_median']:.2e} / {diff['l2_max']:.2e} |"
         )
