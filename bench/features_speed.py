@@ -173,7 +173,9 @@ def projected(run: dict, images: int = N_AGIQA3K) -> float:
 
 def report(args, runs: dict, features: dict, pipeline: tuple[float, float], wall: float) -> str:
     """The markdown section."""
-    dirty = " + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else ""
+    output = os.path.relpath(args.out.resolve(), ROOT)  # the report itself does not count
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){output}")
+    dirty = " + uncommitted changes" if changed else ""
     import onnxruntime
     import torch
 

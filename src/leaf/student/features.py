@@ -31,8 +31,8 @@ Engines (``engine``, :data:`FEATURE_ENGINES`; :func:`choose_engine`):
 * ``onnxruntime``: the backbone with its pooling exported to ONNX and run by ONNX Runtime in
   float32 (:mod:`leaf.student.onnx_features`; the ``export`` extra), checked against PyTorch's
   float32 features on the first image. Measured on AGIQA-3K at 512 x 512 (bench/speed.md):
-  about 3x PyTorch eager float32, and faster than bf16 autocast on an AMX CPU too, but not the
-  same numbers as bf16 (bf16 features are about 5 % (L2) away from float32 ones).
+  2-3x PyTorch eager float32, and about 1.5x bf16 autocast on an AMX CPU, but not the same
+  numbers as bf16 (bf16 features are about 5 % (L2) away from float32 ones).
 * ``auto`` (default): ``torch`` with bf16 autocast where the CPU runs bf16 natively and ``amp``
   is on (the features then stay those of earlier LEAF versions on such a CPU), else
   ``onnxruntime`` when its packages are installed (float32, as PyTorch's float32 to ~1e-5),
