@@ -42,6 +42,33 @@ def machine() -> str:
     return f"{model}; flags: {', '.join(present)}; {os.cpu_count()} cores"
 
 
+def markers(name: str) -> tuple[str, str]:
+    """The HTML comments around section ``name`` of a report that another script writes."""
+    return f"<!-- begin {name}: written by bench/{name}.py -->", f"<!-- end {name} -->"
+
+
+def kept_sections(path: Path) -> str:
+    """Every marked section (:func:`markers`) of the report at ``path``, markers included, so
+    that rewriting the report keeps what other scripts wrote into it."""
+    if not path.exists():
+        return ""
+    pattern = r"<!-- begin (\S+): .*? -->.*?<!-- end \1 -->"
+    return "".join(f"\n{m.group(0)}\n" for m in re.finditer(pattern, path.read_text(), re.S))
+
+
+def replace_section(path: Path, name: str, body: str) -> None:
+    """Write ``body`` as section ``name`` of the report at ``path``: in place of that section
+    if the report has it, else at its end."""
+    begin, end = markers(name)
+    block = f"{begin}\n{body.strip()}\n{end}"
+    text = path.read_text() if path.exists() else ""
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = f"{text.rstrip()}\n\n{block}\n" if text else f"{block}\n"
+    path.write_text(text)
+
+
 def times(folder: Path) -> dict[str, float]:
     """Wall seconds by label from ``times.txt`` (demo+report is their sum)."""
     values = {}
@@ -191,7 +218,7 @@ def main() -> None:
         lines += ["", "Results (tables of both runs):", ""]
         lines += compare_tables(base_dir, current_dir)
         lines.append("")
-    args.out.write_text("\n".join(lines) + "\n")
+    args.out.write_text("\n".join(lines) + "\n" + kept_sections(args.out))
     print("\n".join(lines))
 
 

@@ -76,8 +76,16 @@ def test_features_step_writes_the_contract(image_paths, tmp_path):
         threads=1,
     )
     saved = torch.load(out, weights_only=True)
-    assert set(saved) == {"image_ids", "features", "backbone", "weights", "image_size", "pooling"}
+    assert set(saved) == {
+        *("image_ids", "features", "backbone", "weights", "image_size", "pooling"),
+        *("engine", "precision"),
+    }
     assert saved["pooling"] == "center_crop"
+    assert (saved["engine"], saved["precision"]) in {
+        ("torch", "bf16"),
+        ("torch", "fp32"),
+        ("onnxruntime", "fp32"),
+    }
     assert saved["image_ids"] == ids and saved["features"].dtype == torch.float32
     assert saved["features"].shape == (4, 1280) and saved["image_size"] == 64
     table = load_features(out)

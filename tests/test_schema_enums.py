@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from leaf.datasets import ADAPTERS
-from leaf.student.features import POOLING_MODES
+from leaf.student.features import FEATURE_ENGINES, POOLING_MODES
 from leaf.student.stages import STUDENT_MODES
 from leaf.tables import PLCC_KINDS
 from leaf.teacher.factory import BACKENDS
@@ -31,6 +31,7 @@ CASES = {
     ),
     "tables.plcc": (SCHEMA["properties"]["tables"]["properties"]["plcc"], PLCC_KINDS),
     "student.pooling": (STUDENT["pooling"], POOLING_MODES),
+    "student.feature_engine": (STUDENT["feature_engine"], FEATURE_ENGINES),
     "student.mode": (STUDENT["mode"], STUDENT_MODES),
 }
 

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from PIL import Image
 from leaf.deploy import ArtifactError, StudentModel
 from leaf.images import read_rgb
 from leaf.optional import optional_import
+from leaf.prefetch import prefetched
 from leaf.student.features import bf16_autocast_supported
 
 log = logging.getLogger(__name__)
@@ -257,16 +257,5 @@ def iter_batches(
 ) -> Iterator[ImageBatch]:
     """Decoded batches of ``paths``; with ``prefetch`` the next batch is decoded in a background
     thread while the caller scores the current one (PIL releases the GIL while decoding)."""
-    chunks = chunked(paths, batch_size)
-    if not prefetch:
-        yield from (load_batch(chunk, transform) for chunk in chunks)
-        return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="leaf-decode") as pool:
-        pending: Future | None = None
-        for chunk in chunks:
-            upcoming = pool.submit(load_batch, chunk, transform)
-            if pending is not None:
-                yield pending.result()
-            pending = upcoming
-        if pending is not None:
-            yield pending.result()
+    batches = (load_batch(chunk, transform) for chunk in chunked(paths, batch_size))
+    yield from prefetched(batches) if prefetch else batches

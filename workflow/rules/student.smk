@@ -26,6 +26,7 @@ rule features:
         crop_pct=lookup(dpath="student/crop_pct", within=config),
         batch_size=lookup(dpath="student/feature_batch_size", within=config),
         pooling=lookup(dpath="student/pooling", within=config),
+        engine=lookup(dpath="student/feature_engine", within=config),
     script:
         "../scripts/features.py"
 
