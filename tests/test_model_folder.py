@@ -147,8 +147,8 @@ def test_card_reports_the_runs_test_metrics(folder):
         "Select SRCC of each: seed 0: 0.6500 (n = 12 select images); "
         "seed 3: 0.7012 (n = 12 select images) (chosen) |",
         # Made with `leaf export`: the card says where its licence was set.
-        "Licence of these weights: `other`, set by whoever exported them with the `--license` "
-        "option of `leaf export --format hf`.",
+        "Licence of these weights: `other`, from the `--license` option of `leaf export "
+        "--format hf` (`other` when it was not set: ask whoever exported them).",
     ):
         assert line in card, line
     assert "seed3_ratio0.1.json" in card
@@ -204,7 +204,7 @@ def test_rule_step_reports_the_chosen_runs_evaluation(results, tmp_path):
     card = (out / "README.md").read_text()
     assert "| Test SRCC | 0.8123 |" in card and "0.5111" not in card and "0.6222" not in card
     # Made by the workflow: its licence is set in the config, not with `leaf export`.
-    assert "exported them with the workflow config key `deploy.licence`." in card
+    assert "from the workflow config key `deploy.licence` (`other` when it was not set" in card
     assert "--license" not in card
 
 

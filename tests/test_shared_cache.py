@@ -81,6 +81,13 @@ def test_planning_keys_equal_the_manifest_and_follow_what_defines_them(tmp_path)
     assert changed.images_key != keys.images_key and changed.pairs_key != keys.pairs_key
 
 
+def test_a_missing_image_names_the_label_file_and_its_row(tmp_path):
+    root = write_images(tmp_path / "data", n=4)
+    (root / "img02.png").unlink()
+    with pytest.raises(DatasetError, match=r"labels\.csv, row 3: .*img02\.png: cannot read"):
+        dataset_keys(generic(root), SPLIT, PAIRS)
+
+
 def test_digest_memo_reads_an_unchanged_image_once(tmp_path, monkeypatch):
     root = write_images(tmp_path / "data", n=4)
     memo = tmp_path / "memo"

@@ -408,9 +408,10 @@ def render_card(
         "|---|---|---|---|",
         *licence_lines,
         "",
-        f"Licence of these weights: `{licence}`, set by whoever exported them with "
-        f"{licence_source}. They are derived from everything above: check each licence "
-        "before you use or share them, in particular where it says to check the source.",
+        f"Licence of these weights: `{licence}`, from {licence_source} (`other` when it "
+        "was not set: ask whoever exported them). They are derived from everything above: "
+        "check each licence before you use or share them, in particular where it says to "
+        "check the source.",
         "",
         "## Intended use",
         "",

@@ -82,11 +82,14 @@ def images_key(images: pd.DataFrame) -> str:
     return canonical_hash(images[["image_id", "sha256"]].astype(str).values.tolist())
 
 
-def file_digests(paths: Sequence[str], memo: Path | None = None) -> list[str]:
+def file_digests(
+    paths: Sequence[str], memo: Path | None = None, source: str | os.PathLike | None = None
+) -> list[str]:
     """sha256 hex digests of ``paths``. With ``memo`` (a JSON file), a file whose size and
     mtime (ns) are those remembered is not read again; new digests are added to the memo
     (written atomically, so concurrent planners at worst redo work). Raises
-    :class:`leaf.datasets.DatasetError` naming a file that cannot be read."""
+    :class:`leaf.datasets.DatasetError` naming a file that cannot be read (and, with ``source``,
+    the label file and the data row, 1-based, that lists it)."""
     remembered: dict[str, list] = {}
     if memo is not None and memo.exists():
         try:
@@ -94,7 +97,7 @@ def file_digests(paths: Sequence[str], memo: Path | None = None) -> list[str]:
         except (OSError, ValueError):
             remembered = {}  # a damaged memo only costs time: the files are read again
     digests, changed = [], False
-    for path in paths:
+    for row, path in enumerate(paths, start=1):
         try:
             stat = os.stat(path)
             stamp = [stat.st_size, stat.st_mtime_ns]
@@ -103,7 +106,8 @@ def file_digests(paths: Sequence[str], memo: Path | None = None) -> list[str]:
                 entry = [*stamp, file_sha256(path)]
                 remembered[path], changed = entry, True
         except OSError as error:
-            raise DatasetError(f"{path}: cannot read the image file ({error})") from error
+            where = f"{source}, row {row}: " if source is not None else ""
+            raise DatasetError(f"{where}{path}: cannot read the image file ({error})") from error
         digests.append(entry[2])
     if changed and memo is not None:
         json_write_atomic(remembered, memo)
@@ -124,10 +128,11 @@ def dataset_images(
     :func:`leaf.datasets.load_labels`) with the ``sha256`` of each image file added, in
     label-file order. Raises :class:`leaf.datasets.DatasetError` for a missing label file or
     image."""
-    labels = load_labels(dataset["adapter"], dataset["root"], dataset.get("options", {}))
-    labels["sha256"] = file_digests(
-        labels["path"].astype(str).tolist(), memo_file(memo_dir, dataset["root"])
-    )
+    where = (dataset["adapter"], dataset["root"], dataset.get("options", {}))
+    labels = load_labels(*where)
+    paths = labels["path"].astype(str).tolist()
+    memo = memo_file(memo_dir, dataset["root"])
+    labels["sha256"] = file_digests(paths, memo, label_file(*where))
     return labels
 
 
