@@ -15,6 +15,7 @@ from leaf.config_checks import (
     ConfigError,
     check_config,
     resolve_table_aliases,
+    schema_errors,
 )
 from leaf.experiments import COMPARISONS, Plan, merged_config
 
@@ -86,6 +87,31 @@ def test_malformed_config_is_rejected_naming_the_key(config, key, value, named):
     for arg in getattr(err.value, "args", ()):
         message += str(arg)
     assert named in message
+
+
+@pytest.mark.parametrize(("key", "value", "named"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_schema_errors_name_the_key_in_one_line(config, key, value, named):
+    """The workflow's message for a config the schema rejects (leaf.config_checks.schema_errors):
+    a line naming the dotted key, not Snakemake's dump of the schema."""
+    assert schema_errors(config, SCHEMA) == []
+    lines = schema_errors(_set(copy.deepcopy(config), key, value), SCHEMA)
+    assert lines and all(line.startswith("config key `") for line in lines)
+    parent = key.rsplit(".", 1)[0] if "." in key else "(top level)"
+    keys = {line.split("`")[1] for line in lines}
+    assert any(k in (key, parent) or k.startswith(f"{key}.") for k in keys), lines
+    assert any(named in line for line in lines), lines
+
+
+def test_schema_errors_suggest_the_key_meant(config):
+    config["calibration"]["ratio"] = config["calibration"].pop("ratios")
+    config["seed"] = 0
+    lines = schema_errors(config, SCHEMA)
+    assert (
+        "config key `calibration.ratio` is not known; did you mean `calibration.ratios`?" in lines
+    )
+    assert any(
+        line.startswith("config key `seed` is not known; did you mean `seeds`") for line in lines
+    )
 
 
 def test_table_naming_an_undefined_dataset_is_rejected(config):

@@ -4,7 +4,10 @@ names of the result tables and figures under ``tables``, with their old names as
 from __future__ import annotations
 
 import copy
+import difflib
 import logging
+from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -142,3 +145,57 @@ def check_config(config: dict) -> None:
     for key, _, section in teacher_sections(config):
         _check_teacher(section, key)
     check_backbones(config)
+
+
+def _local_ref(root: dict, ref: str) -> dict:
+    """The subschema of a local reference such as ``#/$defs/optimiser`` ({} otherwise)."""
+    if not ref.startswith("#/"):
+        return {}
+    node: Any = root
+    for part in ref[2:].split("/"):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    return node if isinstance(node, dict) else {}
+
+
+def _property_names(schema: dict, root: dict) -> set[str]:
+    """The property names a (sub)schema defines, through its local ``$ref`` and ``allOf`` /
+    ``anyOf`` / ``oneOf`` parts."""
+    names = set(schema.get("properties", {}))
+    parts = [schema] + schema.get("allOf", []) + schema.get("anyOf", []) + schema.get("oneOf", [])
+    for part in parts:
+        if "$ref" in part:
+            names |= _property_names(_local_ref(root, part["$ref"]), root)
+        elif part is not schema:
+            names |= _property_names(part, root)
+    return names
+
+
+def schema_errors(config: dict, schema_file: str | Path) -> list[str]:
+    """One line per violation of the JSON schema ``schema_file`` (YAML, draft 2020-12) by
+    ``config``, naming the config key as a dotted path; an unknown key also gets the closest
+    known names ("did you mean"). For the message of a failed ``snakemake.utils.validate``,
+    whose own message is a dump of the schema. Empty when ``config`` is valid. Needs
+    ``jsonschema`` (installed with Snakemake)."""
+    import jsonschema
+    import yaml
+
+    root = yaml.safe_load(Path(schema_file).read_text())
+    validator = jsonschema.Draft202012Validator(root)
+    lines = []
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.path])
+    for error in errors:
+        where = ".".join(str(part) for part in error.absolute_path)
+        prefix = f"{where}." if where else ""
+        if error.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(
+            error.instance, dict
+        ):
+            known = _property_names(error.schema, root)
+            unknown = [key for key in error.instance if key not in known] if known else []
+            for key in unknown:
+                close = difflib.get_close_matches(str(key), sorted(known), n=2)
+                hint = f"; did you mean {' or '.join(f'`{prefix}{c}`' for c in close)}?"
+                lines.append(f"config key `{prefix}{key}` is not known{hint if close else ''}")
+            if unknown:
+                continue
+        lines.append(f"config key `{where or '(top level)'}`: {error.message}")
+    return lines

@@ -2,9 +2,15 @@
 
 import os
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from leaf.config_checks import check_config, resolve_table_aliases
+from leaf.config_checks import (
+    ConfigError,
+    check_config,
+    resolve_table_aliases,
+    schema_errors,
+)
 from leaf.datasets import image_files, label_file
 from leaf.experiments import TABLE_KEYS, Plan, ratio_label, variant_flags
 from leaf.layout import WILDCARDS
@@ -20,7 +26,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Old `tables` keys (table1 .. table4, fig2, fig4) are renamed, with a warning, before the
 # schema (which knows only the new ones) sees them.
 resolve_table_aliases(config)
-validate(config, "../schemas/config.schema.yaml")
+try:
+    validate(config, "../schemas/config.schema.yaml")
+except WorkflowError as error:
+    # Snakemake's message is a dump of the schema: say which key is wrong, in one line each.
+    problems = schema_errors(
+        config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml"
+    )
+    if not problems:
+        raise
+    raise ConfigError("invalid config:\n  " + "\n  ".join(problems)) from error
 check_config(config)
 # Every run, file and table row behind the configured targets (leaf.experiments.Plan).
 PLAN = Plan(config)
