@@ -192,8 +192,7 @@ def merge_points_step(shards: Sequence[str], merged: str, manifest: str | None =
 def merge_pairs_step(shards: Sequence[str], merged: str, pairs: str | None = None) -> None:
     """Concatenate the pairs shard caches (see :func:`leaf.teacher.cache.merge_caches`).
     With ``pairs`` (the results folder's pair set), the shards must hold exactly its pairs."""
-    columns = ["pair_id", "image_a", "image_b"]
-    expected = None if pairs is None else pd.read_parquet(pairs, columns=columns)
+    expected = None if pairs is None else pd.read_parquet(pairs, columns=list(PAIR_COLUMNS))
     frame = merge_caches(list(shards), merged, PAIRS_KIND, expected, str(pairs))
     log.info("merged %d pair shards, %d pairs, into %s", len(shards), len(frame), merged)
 
