@@ -160,3 +160,27 @@ def test_same_checkpoint_as_in_process(private_server, workflow_files, tmp_path)
     assert warm["history"] == in_process["history"]
     for name, tensor in in_process["head"]["state_dict"].items():
         assert torch.equal(warm["head"]["state_dict"][name], tensor), name
+
+
+def test_warm_up_leaves_nothing_for_a_forked_step_to_import():
+    """The server's warm_up pays torch.use_deterministic_algorithms' lazy imports (torch._inductor,
+    ~2 s) once, so a forked head-training step imports nothing more; without it, it would."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import importlib, sys\n"
+        "from leaf import warm_worker\n"
+        "for name in warm_worker.PRELOAD: importlib.import_module(name)\n"
+        "if sys.argv[1] == 'warm': warm_worker.warm_up()\n"
+        "before = set(sys.modules)\n"
+        "from leaf.student.train import deterministic\n"
+        "with deterministic(0): pass\n"
+        "print(len(set(sys.modules) - before))\n"
+    )
+    imported = {
+        mode: int(subprocess.check_output([sys.executable, "-c", probe, mode], text=True))
+        for mode in ("cold", "warm")
+    }
+    assert imported["cold"] > 100  # the probe sees the lazy imports when they are not paid
+    assert imported["warm"] == 0

@@ -251,6 +251,20 @@ def _child(conn: socket.socket, payload: bytes) -> int:
     return 0
 
 
+def warm_up() -> None:
+    """Run, once in the server, what the first call of a light step would otherwise pay for in
+    every forked child: ``torch.use_deterministic_algorithms`` (entered by every head-training
+    step, :func:`leaf.student.train.deterministic`) imports ``torch._inductor`` and
+    ``torch._dynamo`` on its first call, about 1.5-2 s on a 2-core CPU, against 0.3-0.5 s of
+    head training (bench/speed.md). The call sets the current mode again: no state changes."""
+    import torch
+
+    torch.use_deterministic_algorithms(
+        torch.are_deterministic_algorithms_enabled(),
+        warn_only=torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+
+
 def serve(path: Path, idle_seconds: float = IDLE_SECONDS) -> None:
     """Import :data:`PRELOAD`, listen on ``path`` and fork one child per job until idle.
 
@@ -264,6 +278,7 @@ def serve(path: Path, idle_seconds: float = IDLE_SECONDS) -> None:
         return  # another server owns this socket
     for name in PRELOAD:
         importlib.import_module(name)
+    warm_up()
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
