@@ -37,7 +37,11 @@ timed() { # timed OUT_FILE LABEL command... -> appends "LABEL seconds" to OUT_FI
     local out=$1 label=$2 start end
     shift 2
     start=$(date +%s.%N)
-    "$@"
+    # Explicit: run_part's subshell is tested with || (which switches set -e off inside it).
+    "$@" || {
+        echo "$label failed (exit status $?): $*" >&2
+        return 1
+    }
     end=$(date +%s.%N)
     echo "$label $(echo "$end - $start" | bc)" >>"$out"
     # Load average over the last 1/5/15 minutes when it ended (other work on the machine).
@@ -57,16 +61,17 @@ run_part() { # run_part PART NAME DIR [configfile...]
         [[ $# -gt 0 ]] && configs=(--configfile "$@")
         case $part in
         demo)
-            timed "$out/times.txt" demo "${smk[@]}" "${configs[@]}"
-            timed "$out/times.txt" report "${smk[@]}" "${configs[@]}" --report results/report.html
+            timed "$out/times.txt" demo "${smk[@]}" "${configs[@]}" || exit 1
+            timed "$out/times.txt" report "${smk[@]}" "${configs[@]}" --report results/report.html || exit 1
             cp results/table*.csv results/fig4.csv "$out/"
             ;;
         agiqa3k)
             local main
             main=$("$BIN/python" -c "import yaml; print(yaml.safe_load(open('config/agiqa3k_qbench.yaml'))['results_dir'])")
-            timed "$out/times.txt" features "${smk[@]}" "${configs[@]}" \
-                "$main/agiqa3k/features/tf_efficientnet_lite0.pt"
-            timed "$out/times.txt" after_features "${smk[@]}" "${configs[@]}"
+            # Targets before --configfile (its list would take them as config files).
+            timed "$out/times.txt" features "${smk[@]}" \
+                "$main/agiqa3k/features/tf_efficientnet_lite0.pt" "${configs[@]}" || exit 1
+            timed "$out/times.txt" after_features "${smk[@]}" "${configs[@]}" || exit 1
             cp "$main"/table*.csv "$out/"
             cp -r "$main/benchmarks" "$out/benchmarks"
             ;;
