@@ -52,6 +52,7 @@ run_part() { # run_part PART NAME DIR [configfile...]
     local part=$1 name=$2 dir=$3 out=$WORK/${1}_$2
     shift 3
     rm -rf "$out" && mkdir -p "$out"
+    git -C "$dir" rev-parse --short HEAD >"$out/commit.txt"  # the tree this part ran on
     (
         cd "$dir"
         rm -rf results resources .snakemake

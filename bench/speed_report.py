@@ -80,6 +80,12 @@ def times(folder: Path) -> dict[str, float]:
     return values
 
 
+def tree_commit(folder: Path) -> str | None:
+    """The commit the part ran on (``commit.txt`` written by bench/speed.sh), if recorded."""
+    path = folder / "commit.txt"
+    return path.read_text().strip() if path.exists() else None
+
+
 def job_seconds(folder: Path) -> pd.DataFrame:
     """Jobs and summed wall seconds (``s``) per rule, from the Snakemake benchmark files; each
     file's rule is read from the run's Snakemake log (``rule NAME:`` then ``benchmark: PATH``)."""
@@ -156,8 +162,9 @@ def main() -> None:
         "# Speed: baseline against current, side by side",
         "",
         "Written by `bench/speed.sh` (do not edit by hand; rerun it). Baseline: main at "
-        f"`{args.baseline}`; current: `{args.current}`; both run one after the other in one "
-        f"benchmark run on the same machine, from empty results folders, `--cores {args.cores}`.",
+        f"`{args.baseline}`; current: `{args.current}` (each part names the trees it ran); both "
+        "run one after the other in one benchmark run on the same machine, from empty results "
+        f"folders, `--cores {args.cores}`.",
         "",
         f"- Date: {today}",
         f"- Machine: {machine()}",
@@ -166,7 +173,20 @@ def main() -> None:
     for part in args.parts:
         base_dir, current_dir = args.work / f"{part}_baseline", args.work / f"{part}_current"
         base_times, current_times = times(base_dir), times(current_dir)
-        lines += [f"## {part}", "", "| step | baseline s | current s | current/baseline | goal |"]
+        lines += [f"## {part}", ""]
+        commits = {
+            name: tree_commit(folder)
+            for name, folder in (("baseline", base_dir), ("current", current_dir))
+        }
+        if any(commits.values()):
+            ended = dt.datetime.fromtimestamp((current_dir / "times.txt").stat().st_mtime)
+            lines += [
+                "Trees run: "
+                + ", ".join(f"{name} `{commit or '?'}`" for name, commit in commits.items())
+                + f"; the part ended {ended:%Y-%m-%d %H:%M}.",
+                "",
+            ]
+        lines += ["| step | baseline s | current s | current/baseline | goal |"]
         lines += ["|---|---:|---:|---:|---|"]
         for label, base_seconds in base_times.items():
             new_seconds = current_times.get(label, float("nan"))
@@ -200,7 +220,7 @@ def main() -> None:
             lines += ["", "Feature extraction (Snakemake benchmark of `features`): "]
             lines[-1] += "; ".join(feature_rows) + " (goal: current >= 2x baseline)"
         base_jobs, current_jobs = job_seconds(base_dir), job_seconds(current_dir)
-        joined = base_jobs.join(current_jobs, lsuffix="_baseline", rsuffix="_current", how="outer")
+        joined = base_jobs.join(current_jobs, suffixes=("_baseline", "_current"), how="outer")
         lines += [
             "",
             "Per rule: jobs and the sum of their wall times (Snakemake `benchmark:` files; with "

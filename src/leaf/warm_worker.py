@@ -6,7 +6,8 @@ than the work itself (about 3 s against about 1 s on a 2-core CPU; see bench/spe
 worker pays the imports once per workflow run instead of once per job:
 
 * the first job that asks for it starts ``python -m leaf.warm_worker SOCKET`` (a detached
-  server that imports :data:`PRELOAD`, then listens on a Unix socket);
+  server that imports :data:`PRELOAD`, makes the first calls torch answers with lazy imports
+  (:func:`warm_up`), then listens on a Unix socket);
 * every job sends its step (module and function name, keyword arguments, log path, working
   directory, environment) and blocks; the server forks a child that runs the step exactly as the
   job's own process would (same function, same log file, same thread count: the results are
