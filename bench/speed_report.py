@@ -207,8 +207,9 @@ def main() -> None:
         if loads:
             lines += [
                 "",
-                "Load average (1 / 5 / 15 min) when each step ended; above the core count means "
-                "other work shared the machine: " + "; ".join(loads) + ".",
+                "Load average (1 / 5 / 15 min) when each step ended; the run's own jobs (as many "
+                "as cores, plus Snakemake and the warm worker) keep it near the core count, well "
+                "above it means other work shared the machine: " + "; ".join(loads) + ".",
             ]
         if part == "agiqa3k":
             feature_rows = []
