@@ -37,10 +37,11 @@ timed() { # timed OUT_FILE LABEL command... -> appends "LABEL seconds" to OUT_FI
     local out=$1 label=$2 start end
     shift 2
     start=$(date +%s.%N)
-    # Explicit: run_part's subshell is tested with || (which switches set -e off inside it).
+    # Explicit: run_part's subshell is tested with || (which switches set -e off inside it);
+    # timed runs only inside that subshell, so exit ends the part.
     "$@" || {
         echo "$label failed (exit status $?): $*" >&2
-        return 1
+        exit 1
     }
     end=$(date +%s.%N)
     echo "$label $(echo "$end - $start" | bc)" >>"$out"
@@ -62,8 +63,8 @@ run_part() { # run_part PART NAME DIR [configfile...]
         [[ $# -gt 0 ]] && configs=(--configfile "$@")
         case $part in
         demo)
-            timed "$out/times.txt" demo "${smk[@]}" "${configs[@]}" || exit 1
-            timed "$out/times.txt" report "${smk[@]}" "${configs[@]}" --report results/report.html || exit 1
+            timed "$out/times.txt" demo "${smk[@]}" "${configs[@]}"
+            timed "$out/times.txt" report "${smk[@]}" "${configs[@]}" --report results/report.html
             cp results/table*.csv results/fig4.csv "$out/"
             ;;
         agiqa3k)
@@ -71,8 +72,8 @@ run_part() { # run_part PART NAME DIR [configfile...]
             main=$("$BIN/python" -c "import yaml; print(yaml.safe_load(open('config/agiqa3k_qbench.yaml'))['results_dir'])")
             # Targets before --configfile (its list would take them as config files).
             timed "$out/times.txt" features "${smk[@]}" \
-                "$main/agiqa3k/features/tf_efficientnet_lite0.pt" "${configs[@]}" || exit 1
-            timed "$out/times.txt" after_features "${smk[@]}" "${configs[@]}" || exit 1
+                "$main/agiqa3k/features/tf_efficientnet_lite0.pt" "${configs[@]}"
+            timed "$out/times.txt" after_features "${smk[@]}" "${configs[@]}"
             cp "$main"/table*.csv "$out/"
             cp -r "$main/benchmarks" "$out/benchmarks"
             ;;

@@ -4,6 +4,8 @@ once, with the job's log, working directory and environment, and the same result
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -165,9 +167,6 @@ def test_same_checkpoint_as_in_process(private_server, workflow_files, tmp_path)
 def test_warm_up_leaves_nothing_for_a_forked_step_to_import():
     """The server's warm_up pays torch.use_deterministic_algorithms' lazy imports (torch._inductor,
     ~2 s) once, so a forked head-training step imports nothing more; without it, it would."""
-    import subprocess
-    import sys
-
     probe = (
         "import importlib, sys\n"
         "from leaf import warm_worker\n"
